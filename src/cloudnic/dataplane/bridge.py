@@ -1,0 +1,144 @@
+"""Bridge mode: the host end of each veth is a port of a Linux bridge.
+
+The bridge is created on first use with a fixed MAC derived from its name (a bridge
+otherwise takes the lowest port MAC and changes it as ports come and go, which flushes
+neighbour caches), up, with the network MTU. The MTU is set after creation because only
+a change through the bridge itself pins it (IFLA_MTU at creation does not, and an empty
+bridge would fall back to 1500); at 1500 nothing is pinned and the bridge follows its
+smallest port, which is the pods' MTU anyway. An existing bridge is used as it is.
+With ``gateway_on_bridge`` the bridge carries each subnet gateway with the subnet's
+prefix, so the node is the pods' router.
+
+The bridge and its gateway addresses are shared by all attachments: unplug never
+removes them (a bridge left empty is harmless and saves the next plug a request).
+``remove_bridge_if_empty()`` is for teardown and demos. A failed plug removes the
+bridge only when it created it and no port is left, under a lock shared with the
+creation path, so a concurrent plug never loses the bridge it just found.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import ipaddress
+import threading
+
+from cloudnic.dataplane.base import Attachment, IPInterface, Plugged
+from cloudnic.dataplane.check import address_problems, link_problems
+from cloudnic.dataplane.kernel import Kernel, LinkInfo, cause_errno
+from cloudnic.dataplane.names import derived_mac, require_ifname
+from cloudnic.dataplane.spec import PlugSpec, subnet_routes
+from cloudnic.dataplane.undo import Undo
+from cloudnic.dataplane.veth import HOST, VethDataplane, configure_sandbox, create_veth, delete_if_ours
+from cloudnic.errors import DataplaneError, InvalidConfig
+
+
+def gateway_interfaces(addresses: tuple[IPInterface, ...], gateways: tuple[ipaddress.IPv4Address |
+                       ipaddress.IPv6Address, ...]) -> tuple[IPInterface, ...]:
+    """Each gateway with the prefix of the subnet (address) it belongs to."""
+    out = []
+    for gw in gateways:
+        for a in addresses:
+            if a.version == gw.version and gw in a.network:
+                out.append(ipaddress.ip_interface(f"{gw}/{a.network.prefixlen}"))
+                break
+    return tuple(out)
+
+
+class BridgeDataplane(VethDataplane):
+    mode = "bridge"
+
+    def __init__(self, bridge: str, mtu: int = 1500, gateway_on_bridge: bool = True,
+                 host_netns_fd: int | None = None) -> None:
+        self.bridge = require_ifname(bridge, "bridge name")
+        self.gateway_on_bridge = gateway_on_bridge
+        self.bridge_mac = derived_mac("bridge:" + bridge)
+        self._lock = threading.Lock()
+        super().__init__(mtu, host_netns_fd)
+
+    # ---- the bridge -------------------------------------------------------------------
+
+    def _ensure_bridge(self, host: Kernel) -> tuple[LinkInfo, bool]:
+        """The bridge (created, up) and whether this call created it."""
+        created = False
+        link = host.link(self.bridge)
+        if link is None:
+            try:
+                host.add_link(f"bridge {self.bridge}", ifname=self.bridge, kind="bridge",
+                              address=self.bridge_mac, state="up")
+                created = True
+            except DataplaneError as e:
+                if cause_errno(e) != errno.EEXIST:
+                    raise
+            link = host.link(self.bridge)
+            if link is None:
+                raise DataplaneError(f"bridge {self.bridge} vanished from the host netns during plug; retry")
+        if link.kind != "bridge":
+            raise InvalidConfig(f"{self.bridge} exists in the host netns but is a {link.kind or 'plain'} "
+                                "link, not a bridge; choose another bridge name")
+        if created and link.mtu != self.mtu:
+            # set after creation: only a change through the bridge's ndo pins its MTU
+            host.set_link(link.index, f"MTU of bridge {self.bridge} to {self.mtu}", mtu=self.mtu)
+        if not link.up:
+            host.set_up(link.index, self.bridge)
+        return link, created
+
+    def _ports(self, host: Kernel, bridge_index: int) -> list[str]:
+        return [link.ifname for link in host.links() if link.master == bridge_index]
+
+    def remove_bridge_if_empty(self) -> bool:
+        """Delete the bridge when no port is left; True when it was deleted."""
+        host = self.host_kernel()
+        with self._lock:
+            link = host.link(self.bridge)
+            if link is None or link.kind != "bridge" or self._ports(host, link.index):
+                return False
+            return host.delete_link(link.index, self.bridge)
+
+    def _remove_gateway_if_unused(self, host: Kernel, iface: IPInterface) -> None:
+        with self._lock:
+            link = host.link(self.bridge)
+            if link is not None and not self._ports(host, link.index):
+                host.delete_address(link.index, iface, self.bridge)
+
+    # ---- plug / check -----------------------------------------------------------------
+
+    def _plug(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, undo: Undo) -> Plugged:
+        host_mac = self.host_mac_for(spec.host_ifname)
+        with self._lock:
+            bridge, created = self._ensure_bridge(host)
+            if created:
+                undo.add(f"remove bridge {self.bridge}", self.remove_bridge_if_empty)
+            create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=bridge.index)
+        undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
+        routes = subnet_routes(spec)
+        configure_sandbox(sb, spec, spec.addresses, routes)
+        gateways = tuple(spec.gateways[v] for v in spec.families if v in spec.gateways)
+        if self.gateway_on_bridge:
+            for iface in gateway_interfaces(spec.addresses, gateways):
+                if host.add_address(bridge.index, iface, self.bridge, exist_ok=True):
+                    undo.add(f"remove gateway {iface} from {self.bridge}",
+                             functools.partial(self._remove_gateway_if_unused, host, iface))
+        return Plugged(host_ifname=spec.host_ifname, host_mac=host_mac, sandbox_ifname=spec.ifname,
+                       sandbox_mac=spec.mac, mtu=spec.mtu, routes=routes, gateways=gateways,
+                       extra={"bridge": self.bridge})
+
+    def _check_more(self, host: Kernel, sb: Kernel, sb_link: LinkInfo | None, att: Attachment,
+                    plugged: Plugged) -> list[str]:
+        bridge, problems = link_problems(host, self.bridge, HOST, kind="bridge")
+        if bridge is None:
+            return problems
+        problems += link_problems(host, plugged.host_ifname, HOST, kind="veth", mac=plugged.host_mac,
+                                  master=bridge.index, master_name=f"bridge {self.bridge}")[1]
+        if self.gateway_on_bridge:
+            problems += address_problems(host, bridge, HOST, gateway_interfaces(tuple(att.addresses),
+                                                                                 plugged.gateways))
+        return problems
+
+    def host_objects(self) -> set[str]:
+        """The veth host ends that are ports of this bridge."""
+        host = self.host_kernel()
+        bridge = host.link(self.bridge)
+        if bridge is None:
+            return set()
+        return {link.ifname for link in host.links() if link.master == bridge.index and link.kind == "veth"}

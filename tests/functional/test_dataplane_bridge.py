@@ -1,0 +1,133 @@
+"""Bridge mode specifics: concurrent first plugs, the bridge's MAC/MTU, gateways, teardown."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from tests.functional.netns_util import (
+    Netns,
+    addresses,
+    close_netns,
+    create_netns,
+    link,
+    link_names,
+    netns,
+    ping,
+    sh,
+    unique,
+)
+from tests.functional.test_dataplane_modes import BRIDGE, MTU, attachment
+
+from cloudnic.dataplane import BridgeDataplane, NetnsSafeExecutor
+from cloudnic.dataplane.base import Plugged
+from cloudnic.dataplane.names import derived_mac
+from cloudnic.errors import DataplaneError, InvalidConfig
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture
+def node() -> Iterator[Netns]:
+    with netns("node") as n:
+        yield n
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[list[Netns]]:
+    made: list[Netns] = []
+    try:
+        for _ in range(4):
+            made.append(create_netns(unique("sb")))
+        yield made
+    finally:
+        for ns in made:
+            close_netns(ns)
+
+
+@pytest.fixture
+def dp(node: Netns) -> Iterator[BridgeDataplane]:
+    d = BridgeDataplane(BRIDGE, mtu=MTU, host_netns_fd=node.fd)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def ports(node: Netns) -> set[str]:
+    return {lk["ifname"] for lk in node.ip("link", "show", "master", BRIDGE)}
+
+
+def test_concurrent_first_plugs_share_one_bridge(node: Netns, sandboxes: list[Netns],
+                                                 dp: BridgeDataplane) -> None:
+    atts = [attachment("bridge", i) for i in range(4)]
+    ex = NetnsSafeExecutor(max_workers=4)
+    try:
+        futs = [ex.submit(dp.plug, sb.fd, att) for sb, att in zip(sandboxes, atts, strict=True)]
+        plugged: list[Plugged] = [f.result(30) for f in futs]
+    finally:
+        ex.shutdown()
+    assert ports(node) == {att.host_ifname for att in atts}
+    assert [p.extra["bridge"] for p in plugged] == [BRIDGE] * 4
+    assert addresses(node, BRIDGE) == {"10.77.0.1/24", "fd00:77::1/64"}
+    assert ping(sandboxes[0], "10.77.0.13") and ping(sandboxes[3], "fd00:77::a")
+    assert dp.host_objects() == {att.host_ifname for att in atts}
+
+
+def test_bridge_keeps_its_mac_and_mtu_and_stays_after_unplug(node: Netns, sandboxes: list[Netns],
+                                                            dp: BridgeDataplane) -> None:
+    att = attachment("bridge", 0)
+    plugged = dp.plug(sandboxes[0].fd, att)
+    dp.unplug(sandboxes[0].fd, att, plugged)
+    bridge = link(node, BRIDGE)
+    assert bridge is not None, "unplug leaves the bridge"
+    assert bridge["address"] == derived_mac("bridge:" + BRIDGE)
+    assert bridge["mtu"] == MTU, "an empty bridge keeps the network MTU"
+    assert ports(node) == set()
+
+
+def test_remove_bridge_if_empty(node: Netns, sandboxes: list[Netns], dp: BridgeDataplane) -> None:
+    att = attachment("bridge", 0)
+    plugged = dp.plug(sandboxes[0].fd, att)
+    assert dp.remove_bridge_if_empty() is False
+    assert link(node, BRIDGE) is not None
+    dp.unplug(sandboxes[0].fd, att, plugged)
+    assert dp.remove_bridge_if_empty() is True
+    assert link(node, BRIDGE) is None
+    assert dp.remove_bridge_if_empty() is False
+
+
+def test_without_gateway_on_bridge_the_bridge_has_no_address(node: Netns, sandboxes: list[Netns]) -> None:
+    dp = BridgeDataplane(BRIDGE, mtu=MTU, gateway_on_bridge=False, host_netns_fd=node.fd)
+    try:
+        atts = [attachment("bridge", i) for i in range(2)]
+        plugged = [dp.plug(sb.fd, att) for sb, att in zip(sandboxes, atts, strict=False)]
+        assert addresses(node, BRIDGE) == set()
+        assert ping(sandboxes[0], "10.77.0.11") and ping(sandboxes[0], "fd00:77::b")
+        dp.check(sandboxes[0].fd, atts[0], plugged[0])
+    finally:
+        dp.close()
+
+
+def test_a_link_of_another_kind_under_the_bridge_name_is_refused(node: Netns, sandboxes: list[Netns],
+                                                                 dp: BridgeDataplane) -> None:
+    sh("ip", "-n", node.name, "link", "add", BRIDGE, "type", "veth", "peer", "name", "cnd-x0")
+    before = link_names(node)
+    with pytest.raises(InvalidConfig, match=f"{BRIDGE} exists in the host netns but is a veth link"):
+        dp.plug(sandboxes[0].fd, attachment("bridge", 0))
+    assert link_names(node) == before
+    assert link_names(sandboxes[0]) == {"lo"}
+
+
+def test_a_failed_plug_keeps_the_shared_bridge_and_its_pods(node: Netns, sandboxes: list[Netns],
+                                                            dp: BridgeDataplane) -> None:
+    good = attachment("bridge", 0)
+    plugged = dp.plug(sandboxes[0].fd, good)
+    bad = attachment("bridge", 1, gateways=(ipaddress.ip_address("10.77.0.255"),))
+    with pytest.raises(DataplaneError, match=r"10\.77\.0\.255"):
+        dp.plug(sandboxes[1].fd, bad)
+    assert ports(node) == {good.host_ifname}
+    assert "10.77.0.1/24" in addresses(node, BRIDGE)
+    dp.check(sandboxes[0].fd, good, plugged)
+    assert ping(sandboxes[0], "10.77.0.1")
