@@ -11,8 +11,9 @@
  * (code 11 for ADD/DEL/CHECK/GC, 50 for STATUS). Only JSON goes to stdout; diagnostics
  * go to stderr. libc only.
  *
- * Environment of its own: CLOUDNIC_AGENT_SOCKET (default /run/cloudnic/agent.sock),
- * CLOUDNIC_CONNECT_TIMEOUT_MS (default 2000), CLOUDNIC_TIMEOUT_MS (default 90000).
+ * The agent's socket: the config's top-level "agentSocket", else CLOUDNIC_AGENT_SOCKET,
+ * else /run/cloudnic/agent.sock. Timeouts: CLOUDNIC_CONNECT_TIMEOUT_MS (default 2000),
+ * CLOUDNIC_TIMEOUT_MS (default 90000).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +55,7 @@ static struct {
 	const char *command;
 	char cni_version[MAX_VERSION_LEN + 1];
 	const char *socket_path;
+	char config_socket[108]; /* the config's "agentSocket" (sizeof sun_path) */
 	char request_id[17];
 	struct buf in;       /* stdin */
 	struct buf head;     /* request frame up to and including stdin_len */
@@ -314,15 +316,42 @@ static size_t skip_string(const unsigned char *s, size_t i, size_t n)
 	return 0;
 }
 
-/*
- * Find the top-level "cniVersion" of the configuration. Only a key of the outermost
- * object counts, and only when its value is a short string of digits and dots and the
- * object is closed; anything else leaves the default. Never reads past n.
- */
-static void scan_cni_version(const unsigned char *s, size_t n)
+/* The string value at s[j] if it is a plain string (no escapes) of 1..cap-1 bytes, else "". */
+static void plain_string(const unsigned char *s, size_t j, size_t n, char *out, size_t cap)
 {
-	static const char key[] = "\"cniVersion\"";
-	char found[MAX_VERSION_LEN + 1] = "";
+	out[0] = '\0';
+	if (j >= n || s[j] != '"')
+		return;
+	size_t vend = skip_string(s, j, n), vlen = vend ? vend - j - 2 : 0;
+	if (vlen == 0 || vlen >= cap)
+		return;
+	for (size_t k = 0; k < vlen; k++)
+		if (s[j + 1 + k] < 0x20 || s[j + 1 + k] == '\\' || s[j + 1 + k] >= 0x7f)
+			return;
+	memcpy(out, s + j + 1, vlen);
+	out[vlen] = '\0';
+}
+
+static int version_ok(const char *v)
+{
+	if (v[0] < '0' || v[0] > '9')
+		return 0;
+	for (; *v; v++)
+		if ((*v < '0' || *v > '9') && *v != '.')
+			return 0;
+	return 1;
+}
+
+/*
+ * Find the top-level "cniVersion" and "agentSocket" of the configuration. Only keys of
+ * the outermost object count, and only when the object is closed; "cniVersion" must be
+ * a short string of digits and dots, "agentSocket" an absolute path without escapes.
+ * Anything else leaves the defaults. Never reads past n.
+ */
+static void scan_config(const unsigned char *s, size_t n)
+{
+	static const char vkey[] = "\"cniVersion\"", skey[] = "\"agentSocket\"";
+	char version[MAX_VERSION_LEN + 1] = "", sock[sizeof g.config_socket] = "";
 	size_t i = skip_ws(s, 0, n);
 	if (i >= n || s[i] != '{')
 		return;
@@ -333,20 +362,20 @@ static void scan_cni_version(const unsigned char *s, size_t n)
 			size_t end = skip_string(s, i, n);
 			if (end == 0)
 				return;
-			if (depth == 1 && want_key && end - i == sizeof key - 1 && memcmp(s + i, key, end - i) == 0) {
+			if (depth == 1 && want_key) {
+				int is_v = end - i == sizeof vkey - 1 && memcmp(s + i, vkey, end - i) == 0;
+				int is_s = end - i == sizeof skey - 1 && memcmp(s + i, skey, end - i) == 0;
 				size_t j = skip_ws(s, end, n);
-				if (j < n && s[j] == ':') {
+				if ((is_v || is_s) && j < n && s[j] == ':') {
 					j = skip_ws(s, j + 1, n);
-					found[0] = '\0';
-					if (j < n && s[j] == '"') {
-						size_t vend = skip_string(s, j, n), vlen = vend ? vend - j - 2 : 0;
-						int ok = vlen > 0 && vlen <= MAX_VERSION_LEN && s[j + 1] >= '0' && s[j + 1] <= '9';
-						for (size_t k = 0; ok && k < vlen; k++)
-							ok = (s[j + 1 + k] >= '0' && s[j + 1 + k] <= '9') || s[j + 1 + k] == '.';
-						if (ok) {
-							memcpy(found, s + j + 1, vlen);
-							found[vlen] = '\0';
-						}
+					if (is_v) {
+						plain_string(s, j, n, version, sizeof version);
+						if (!version_ok(version))
+							version[0] = '\0';
+					} else {
+						plain_string(s, j, n, sock, sizeof sock);
+						if (sock[0] != '/')
+							sock[0] = '\0';
 					}
 				}
 			}
@@ -361,8 +390,10 @@ static void scan_cni_version(const unsigned char *s, size_t n)
 			depth++;
 		} else if (c == '}' || c == ']') {
 			if (--depth == 0) {
-				if (found[0])
-					memcpy(g.cni_version, found, sizeof found);
+				if (version[0])
+					memcpy(g.cni_version, version, sizeof version);
+				if (sock[0])
+					memcpy(g.config_socket, sock, sizeof sock);
 				return;
 			}
 		} else if (c == ',' && depth == 1) {
@@ -633,12 +664,13 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	long start = now_ms();
 	memcpy(g.cni_version, DEFAULT_CNI_VERSION, sizeof DEFAULT_CNI_VERSION);
-	g.socket_path = getenv("CLOUDNIC_AGENT_SOCKET");
+	int too_big = read_stdin();
+	scan_config(g.in.p, g.in.len);
+	/* the config's "agentSocket" wins: it reaches every invocation (podman's cleanup
+	 * process, for one, runs DEL with a scrubbed environment); then the environment */
+	g.socket_path = g.config_socket[0] ? g.config_socket : getenv("CLOUDNIC_AGENT_SOCKET");
 	if (!g.socket_path || !*g.socket_path)
 		g.socket_path = DEFAULT_SOCKET;
-
-	int too_big = read_stdin();
-	scan_cni_version(g.in.p, g.in.len);
 	if (too_big)
 		fail(5, "the network configuration on stdin is larger than 16 MiB",
 		     "stdin: refusing to read more than 16777216 bytes; the configuration must be smaller");

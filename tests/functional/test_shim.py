@@ -567,3 +567,32 @@ def test_fuzz_responses_match_the_python_decoder(
     else:
         assert result.code == min(expected.exit_code, 255)
         assert (result.stdout, result.stderr) == (expected.stdout, expected.stderr)
+
+
+# ---- the agent socket from the config -------------------------------------------------
+
+
+def test_config_agent_socket_wins_over_env(shim: Shim, agent: FakeAgent, sock_path: str, tmp_path: Path) -> None:
+    agent.action = Respond(0, b'{"cniVersion":"1.0.0"}', b"")
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "agentSocket": sock_path}).encode()
+    env = cni_env(str(tmp_path / "elsewhere.sock"))
+    result = run(shim, env, conf)
+    assert result.code == 0 and result.stdout == b'{"cniVersion":"1.0.0"}'
+    # without the env variable at all (podman's cleanup process scrubs the environment)
+    result = run(shim, {"CNI_COMMAND": "DEL"}, conf)
+    assert result.code == 0
+
+
+@pytest.mark.parametrize("value", ["relative/agent.sock", "", "/esc\\u0061ped.sock", 5, ["/x"]])
+def test_unusable_config_agent_socket_falls_back_to_env(
+    shim_static: Shim, agent: FakeAgent, sock_path: str, value: object
+) -> None:
+    agent.action = Respond(0, b"{}", b"")
+    conf = json.dumps({"cniVersion": "1.0.0", "agentSocket": value}).encode()
+    assert run(shim_static, cni_env(sock_path), conf).code == 0
+
+
+def test_nested_agent_socket_is_ignored(shim_static: Shim, agent: FakeAgent, sock_path: str, tmp_path: Path) -> None:
+    agent.action = Respond(0, b"{}", b"")
+    conf = json.dumps({"cniVersion": "1.0.0", "x": {"agentSocket": str(tmp_path / "nope.sock")}}).encode()
+    assert run(shim_static, cni_env(sock_path), conf).code == 0

@@ -1,0 +1,74 @@
+"""cloudnic-agent: the node daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from cloudnic import __version__
+from cloudnic.agent import log as agentlog
+from cloudnic.agent.config import AgentConfig, load_config
+from cloudnic.agent.recover import recover
+from cloudnic.agent.runtime import Runtime
+from cloudnic.agent.server import Server
+from cloudnic.agent.service import Service
+from cloudnic.errors import CNIError
+
+log = logging.getLogger("cloudnic.agent")
+
+
+async def run(cfg: AgentConfig) -> int:
+    rt = Runtime(cfg)
+    svc = Service(cfg, rt)
+    server = Server(svc, cfg.socket, cfg.max_request_bytes)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        report = await svc.run(recover, svc)
+        log.info("recovery done", extra=report)
+        server.bind()
+        svc.ready = True
+        log.info("cloudnic-agent serving", extra={"socket": cfg.socket, "version": __version__,
+                                                   "networks": list(cfg.networks), "node": cfg.node_name})
+        await server.serve(stop)
+        log.info("shutting down")
+        await server.drain(timeout=cfg.request_timeout_s)
+    finally:
+        server.close()
+        rt.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cloudnic-agent", description="cloudnic node agent")
+    p.add_argument("--config", default="/etc/cloudnic/agent.toml", help="agent config file (TOML)")
+    p.add_argument("--state-dir", help="override agent.state_dir (store, logs)")
+    p.add_argument("--socket", help="override agent.socket")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    p.add_argument("--version", action="version", version=f"cloudnic-agent {__version__}")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config, state_dir=args.state_dir, socket_path=args.socket)
+    except CNIError as e:
+        print(f"cloudnic-agent: {e}", file=sys.stderr)
+        return 2
+    agentlog.setup(args.log_level or cfg.log_level, cfg.log_file)
+    if args.check_config:
+        print(f"config ok: {len(cfg.networks)} network(s)")
+        return 0
+    try:
+        return asyncio.run(run(cfg))
+    except CNIError as e:
+        log.error("cannot start", extra={"error": str(e)})
+        print(f"cloudnic-agent: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

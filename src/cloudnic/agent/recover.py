@@ -1,0 +1,108 @@
+"""Crash recovery at start: finish or undo what the journal says was under way, then
+reconcile the provider's ports owned by this node with the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+
+from cloudnic.agent import convert
+from cloudnic.agent.service import Service
+from cloudnic.dataplane.base import Attachment
+from cloudnic.errors import CNIError
+from cloudnic.store import JournalEntry
+
+log = logging.getLogger("cloudnic.recover")
+
+
+def _open(path: str) -> int | None:
+    if not path:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _undo_add(svc: Service, entry: JournalEntry) -> None:
+    """An ADD that never committed: remove its links and its port."""
+    rt = svc.rt
+    data = entry.data
+    rec = rt.store.get_attachment(entry.key)
+    if rec is not None and rec.state == "assigned":
+        rt.store.journal_end(entry.id)      # committed after all (cannot happen: same transaction)
+        return
+    network = data.get("network", "")
+    ifname = entry.key.rsplit("/", 1)[-1]
+    fd = _open(data.get("netns", ""))
+    try:
+        if network in svc.cfg.networks:
+            att = Attachment(key=entry.key, ifname=ifname, mac="", mtu=0, addresses=(),
+                             host_ifname=data.get("host_ifname", ""), network_id=network)
+            if rec is not None and rec.plugged:
+                att = convert.attachment_from_dict(rec.plugged["attachment"])
+            rt.dataplane(network).unplug(fd, att, None)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    port_id = data.get("port_id")
+    if port_id:
+        rt.provider.delete_ports([port_id])
+    with rt.store.transaction():
+        if port_id:
+            rt.store.delete_port(port_id)
+        if rec is not None:
+            rt.store.delete_attachment(entry.key)
+        rt.store.journal_end(entry.id)
+    log.info("recovered: undid an unfinished ADD", extra={"key": entry.key, "port": port_id})
+
+
+def _finish_del(svc: Service, entry: JournalEntry) -> None:
+    rt = svc.rt
+    rec = rt.store.get_attachment(entry.key)
+    if rec is None:
+        port_id = entry.data.get("port_id")
+        if port_id:
+            rt.provider.delete_ports([port_id])
+            rt.store.delete_port(port_id)
+        rt.store.journal_end(entry.id)
+        return
+    fd = _open(rec.netns)
+    try:
+        svc.release_sync(replace(rec, state="releasing"), fd, entry.id)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    log.info("recovered: finished an interrupted DEL", extra={"key": entry.key})
+
+
+def reconcile_ports(svc: Service) -> int:
+    """Delete provider ports owned by this node that the store does not know (leaks)."""
+    rt = svc.rt
+    known = {p.port_id for p in rt.store.list_ports()}
+    leaked = [p.id for p in rt.provider.list_owned_ports(svc.cfg.cluster_id, svc.cfg.node_name)
+              if p.id not in known]
+    if leaked:
+        rt.provider.delete_ports(leaked)
+        log.warning("deleted provider ports unknown to the store", extra={"ports": leaked})
+    return len(leaked)
+
+
+def recover(svc: Service) -> dict[str, int]:
+    """Run at start, before the socket accepts requests."""
+    undone = finished = failed = 0
+    for entry in svc.rt.store.journal_pending():
+        try:
+            if entry.op == "ADD":
+                _undo_add(svc, entry)
+                undone += 1
+            else:
+                _finish_del(svc, entry)
+                finished += 1
+        except CNIError as e:
+            failed += 1
+            log.error("recovery step failed; will retry at the next start",
+                      extra={"key": entry.key, "op": entry.op, "error": str(e)})
+    leaked = reconcile_ports(svc)
+    return {"adds_undone": undone, "dels_finished": finished, "failed": failed, "leaked_ports_deleted": leaked}

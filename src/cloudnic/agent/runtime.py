@@ -1,0 +1,86 @@
+"""The agent's long-lived parts: store, provider, dataplanes per network, worker threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cloudnic.agent.config import AgentConfig, NetworkSettings
+from cloudnic.dataplane import NetnsSafeExecutor, make_dataplane
+from cloudnic.dataplane.base import Dataplane
+from cloudnic.errors import InvalidConfig, NotFound
+from cloudnic.providers.base import Network, Provider
+from cloudnic.providers.standalone import StandaloneProvider
+from cloudnic.store import Store
+
+
+class Catalog:
+    """The networks this node serves, looked up through the provider."""
+
+    def __init__(self, provider: Provider, names: list[str]) -> None:
+        self.provider = provider
+        self.names = names
+
+    def get(self, name_or_id: str) -> Network:
+        if name_or_id not in self.names:
+            raise NotFound(f"network {name_or_id!r} is not served by this node")
+        return self.provider.get_network(name_or_id)
+
+    def all(self) -> list[Network]:
+        return [self.provider.get_network(n) for n in self.names]
+
+
+def make_network_dataplane(ns: NetworkSettings, host_netns_fd: int | None) -> Dataplane:
+    if ns.mode == "bridge":
+        return make_dataplane("bridge", bridge=ns.bridge, mtu=ns.mtu, gateway_on_bridge=ns.gateway_on_bridge,
+                              host_netns_fd=host_netns_fd)
+    if ns.mode == "routed":
+        return make_dataplane("routed", mtu=ns.mtu, host_netns_fd=host_netns_fd,
+                              enable_forwarding=ns.enable_forwarding)
+    return make_dataplane("macvlan", parent=ns.parent, mtu=ns.mtu, host_netns_fd=host_netns_fd,
+                          macvlan_mode=ns.macvlan_mode, host_shim=ns.host_shim)
+
+
+class Runtime:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = Store(cfg.db_path)
+        self.host_netns_fd: int | None = None
+        if cfg.host_netns:
+            try:
+                self.host_netns_fd = os.open(cfg.host_netns, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise InvalidConfig(f"agent.host_netns {cfg.host_netns!r}: cannot open ({e.strerror})") from e
+        networks = [ns.provider_network for ns in cfg.networks.values() if ns.provider_network is not None]
+        self.provider: Provider = StandaloneProvider(self.store, networks)
+        self.catalog = Catalog(self.provider, list(cfg.networks))
+        self._dataplanes = {name: make_network_dataplane(ns, self.host_netns_fd)
+                            for name, ns in cfg.networks.items()}
+        # worker threads enter sandbox netns; a thread that cannot return to its own is retired
+        self.executor = NetnsSafeExecutor(max_workers=cfg.workers, thread_name_prefix="cloudnic-worker")
+
+    def dataplane(self, network: str) -> Dataplane:
+        try:
+            return self._dataplanes[network]
+        except KeyError:
+            raise NotFound(f"network {network!r} has no dataplane on this node") from None
+
+    def dataplanes(self) -> dict[str, Dataplane]:
+        return dict(self._dataplanes)
+
+    def free_addresses(self, network: str) -> int | None:
+        usage = getattr(self.provider, "usage", None)
+        if usage is None:
+            return None
+        rows = [r for r in usage() if r["network"] == network]
+        return sum(int(r["free"]) for r in rows) if rows else None
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        for dp in self._dataplanes.values():
+            dp.close()
+        self.provider.close()
+        self.store.close()
+        if self.host_netns_fd is not None:
+            os.close(self.host_netns_fd)

@@ -1,0 +1,215 @@
+"""The agent's RPC server: a root-only Unix socket speaking docs/wire.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from cloudnic.agent import admin, wire
+from cloudnic.agent.log import request_id
+from cloudnic.agent.service import Call, Service
+from cloudnic.cni import version as cniversion
+from cloudnic.cni.config import parse_netconf
+from cloudnic.cni.env import parse_env
+from cloudnic.cni.errors_out import error_object, version_object
+from cloudnic.cni.hints import resolve_hints
+from cloudnic.cni.result import parse_result
+from cloudnic.errors import (
+    CNIError,
+    DecodeFailure,
+    IncompatibleVersion,
+    InternalError,
+    InvalidConfig,
+    InvalidEnvironment,
+    IOFailure,
+)
+
+log = logging.getLogger("cloudnic.agent")
+_ucred = struct.Struct("3i")
+
+
+def _error_version(stdin: bytes) -> str:
+    """The cniVersion to put in an error object: the config's, when it is one we know."""
+    try:
+        v = json.loads(stdin).get("cniVersion")
+    except Exception:
+        return "1.1.0"
+    return v if isinstance(v, str) and v in cniversion.SUPPORTED else "1.1.0"
+
+
+def _is_netns(fd: int) -> bool:
+    from cloudnic.dataplane.netns import is_netns_fd
+    return is_netns_fd(fd)
+
+
+class Server:
+    def __init__(self, service: Service, socket_path: str, max_request_bytes: int) -> None:
+        self.service = service
+        self.socket_path = socket_path
+        self.max_request_bytes = max_request_bytes
+        self.sock: socket.socket | None = None
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.started = time.time()
+        self.served = 0
+
+    # ---- socket lifecycle -----------------------------------------------------------
+
+    def bind(self) -> None:
+        path = Path(self.socket_path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise InvalidConfig(f"agent.socket {path} exists and is not a socket; remove it")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+                raise InvalidConfig(f"agent.socket {path}: another cloudnic-agent is serving it")
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink()          # stale socket of a dead agent
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(256)
+        sock.setblocking(False)
+        self.sock = sock
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        assert self.sock is not None
+        loop = asyncio.get_running_loop()
+        accept = asyncio.ensure_future(loop.sock_accept(self.sock))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({accept, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    break
+                conn, _addr = accept.result()
+                task = asyncio.ensure_future(self._connection(conn))
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
+                accept = asyncio.ensure_future(loop.sock_accept(self.sock))
+        finally:
+            accept.cancel()
+            stopper.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        if self.inflight:
+            log.info("waiting for in-flight requests", extra={"count": len(self.inflight)})
+            await asyncio.wait(set(self.inflight), timeout=timeout)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+
+    # ---- one connection -------------------------------------------------------------
+
+    async def _connection(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        netns_fd: int | None = None
+        try:
+            conn.setblocking(False)
+            _pid, uid, _gid = _ucred.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _ucred.size))
+            try:
+                req = await wire.read_any(loop, conn, self.max_request_bytes, timeout=30.0)
+            except wire.WireError as e:
+                log.warning("bad request frame", extra={"error": str(e), "kind": e.kind})
+                if e.kind == "too_large":
+                    err = IOFailure(f"request is larger than agent.max_request_bytes ({self.max_request_bytes})")
+                    await self._send(loop, conn, wire.encode_response(1, error_object(err, "1.1.0")))
+                return
+            if isinstance(req, wire.Request):
+                netns_fd = req.netns_fd
+                if uid != 0:
+                    err = IOFailure("permission denied: only root may call cloudnic-agent",
+                                    f"peer uid {uid}")
+                    out = (1, error_object(err, _error_version(req.stdin)), b"")
+                else:
+                    out = await self.handle_cni(req)
+                await self._send(loop, conn, wire.encode_response(*out))
+            else:
+                if uid != 0:
+                    reply: dict[str, Any] = {"error": f"permission denied for uid {uid}"}
+                else:
+                    reply = await admin.handle(self, req.body)
+                await self._send(loop, conn, wire.encode_admin_reply(reply))
+        except (BrokenPipeError, ConnectionResetError) as e:
+            log.info("caller went away", extra={"error": str(e)})
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            if netns_fd is not None:
+                os.close(netns_fd)
+            conn.close()
+
+    async def _send(self, loop: asyncio.AbstractEventLoop, conn: socket.socket, data: bytes) -> None:
+        await loop.sock_sendall(conn, data)
+
+    async def handle_cni(self, req: wire.Request) -> tuple[int, bytes, bytes]:
+        """Run one CNI verb; returns (exit code, stdout, stderr)."""
+        token = request_id.set(req.request_id)
+        t0 = time.perf_counter()
+        ver = _error_version(req.stdin)
+        command = req.env.get("CNI_COMMAND", "")
+        try:
+            out = await self._dispatch(req)
+            self.served += 1
+            return 0, out, b""
+        except CNIError as e:
+            log.info("request failed", extra={"command": command, "code": e.code, "error": str(e)})
+            return 1, error_object(e, ver), b""
+        except Exception as e:
+            log.exception("request crashed", extra={"command": command})
+            err = InternalError(f"cloudnic-agent failed unexpectedly during {command or 'the request'}: "
+                                f"{type(e).__name__}", str(e))
+            return 1, error_object(err, ver), b""
+        finally:
+            log.debug("request done", extra={"command": command, "ms": round((time.perf_counter() - t0) * 1000, 2)})
+            request_id.reset(token)
+
+    async def _dispatch(self, req: wire.Request) -> bytes:
+        env = parse_env(req.env)
+        if env.command == "VERSION":
+            return version_object(_error_version(req.stdin))
+        conf = parse_netconf(req.stdin, env.command)
+        if env.command in ("STATUS", "GC") and not cniversion.supports_status_gc(conf.cni_version):
+            raise IncompatibleVersion(f"cniVersion {conf.cni_version}: {env.command} needs 1.1.0")
+        fd = req.netns_fd
+        if fd is not None and not _is_netns(fd):
+            if env.command == "DEL":    # DEL of a gone/replaced netns: host side only
+                fd = None                  # (the descriptor is closed with the connection)
+            else:
+                raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is not a network namespace")
+        call = Call(env=env, conf=conf, netns_fd=fd, netns_errno=req.netns_errno, request_id=req.request_id)
+        svc = self.service
+        if env.command == "ADD":
+            hints = resolve_hints(conf, env)
+            result = await svc.add(call, hints)
+            return parse_result(result).to_json(conf.cni_version)
+        if env.command == "DEL":
+            await svc.delete(call)
+        elif env.command == "CHECK":
+            await svc.check(call)
+        elif env.command == "GC":
+            await svc.gc(call)
+        elif env.command == "STATUS":
+            await svc.status(call)
+        else:    # parse_env has refused anything else already
+            raise DecodeFailure(f"CNI_COMMAND {env.command!r} is not handled")
+        return b""

@@ -1,0 +1,325 @@
+"""The CNI verbs: ADD, DEL, CHECK, GC, STATUS (DESIGN.md §3.1 and §3.2).
+
+Every verb runs under the lock of its attachment key; blocking work (store, provider,
+netlink) runs on the agent's worker threads. ADD journals its intent before any side
+effect and keeps a list of undo steps that run in reverse when a later step fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from cloudnic.agent import convert
+from cloudnic.agent.config import AgentConfig
+from cloudnic.agent.locks import KeyedLocks
+from cloudnic.agent.runtime import Runtime
+from cloudnic.cni import version as cniversion
+from cloudnic.cni.config import NetConf
+from cloudnic.cni.env import Env
+from cloudnic.cni.hints import Hints
+from cloudnic.cni.result import Result, parse_result
+from cloudnic.dataplane import host_ifname_for
+from cloudnic.errors import (
+    CheckFailed,
+    CNIError,
+    IncompatibleVersion,
+    InvalidEnvironment,
+    NotAvailable,
+    TryAgainLater,
+    UnknownContainer,
+)
+from cloudnic.ipam.resolve import Defaults, Request, build_port_spec, choose_network
+from cloudnic.providers.base import Port
+from cloudnic.store import AttachmentRecord, PortRecord
+
+log = logging.getLogger("cloudnic.agent")
+T = TypeVar("T")
+
+
+def attachment_key(network: str, container_id: str, ifname: str) -> str:
+    return f"{network}/{container_id}/{ifname}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One parsed CNI invocation."""
+
+    env: Env
+    conf: NetConf
+    netns_fd: int | None
+    netns_errno: int | None
+    request_id: str
+
+
+class Service:
+    def __init__(self, cfg: AgentConfig, rt: Runtime) -> None:
+        self.cfg = cfg
+        self.rt = rt
+        self.locks = KeyedLocks()
+        self.ready = False
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.rt.executor, fn, *args)
+
+    # ---- ADD --------------------------------------------------------------------------
+
+    async def add(self, call: Call, hints: Hints) -> dict[str, Any]:
+        env, conf = call.env, call.conf
+        fd = self._require_netns(call)
+        key = attachment_key(conf.name, env.container_id, env.ifname)
+        async with self.locks.hold(key):
+            existing = await self.run(self.rt.store.get_attachment, key)
+            if existing is not None:
+                reused = await self._readd(call, existing)
+                if reused is not None:
+                    return reused
+            return await self._add_new(call, hints, key, fd)
+
+    async def _readd(self, call: Call, rec: AttachmentRecord) -> dict[str, Any] | None:
+        """ADD for a key that already has an attachment: keep it when it is intact, else redo."""
+        if rec.state == "assigned" and rec.netns == call.env.netns and call.netns_fd is not None:
+            try:
+                await self.run(self._check_kernel, call.netns_fd, rec)
+                log.info("ADD repeated for an intact attachment; returning its result", extra={"key": rec.key})
+                return rec.result
+            except CNIError as e:
+                log.warning("ADD repeated; the old attachment is broken, replacing it",
+                            extra={"key": rec.key, "error": str(e)})
+        await self._release(rec, call.netns_fd if rec.netns == call.env.netns else None)
+        return None
+
+    async def _add_new(self, call: Call, hints: Hints, key: str, fd: int) -> dict[str, Any]:
+        env, conf = call.env, call.conf
+        rt = self.rt
+        req, defaults = self._request(call, hints)
+        network, subnet = await self.run(choose_network, req, defaults, rt.catalog)
+        net_settings = self.cfg.networks.get(network.name)
+        if net_settings is None:
+            raise InvalidEnvironment(f"network {network.name!r} has no dataplane settings on this node")
+        spec = build_port_spec(req, defaults, network, subnet, node=self.cfg.node_name,
+                               cluster_id=self.cfg.cluster_id)
+        dataplane = rt.dataplane(network.name)
+        host_ifname = host_ifname_for(key)
+        jid = await self.run(rt.store.journal_begin, "ADD", key, {
+            "network": network.id, "netns": env.netns, "host_ifname": host_ifname, "mode": net_settings.mode})
+        undo: list[tuple[str, Callable[[], None]]] = []
+        try:
+            t0 = time.perf_counter()
+            port = (await self.run(rt.provider.create_ports, spec, 1))[0]
+            await self.run(rt.store.journal_update, jid, {"port_id": port.id})
+            undo.append(("delete port", lambda: rt.provider.delete_ports([port.id])))
+            t_port = time.perf_counter()
+            subnets = {s.id: s for s in network.subnets}
+            mtu = conf.mtu or net_settings.mtu or network.mtu or 1500
+            att = convert.build_attachment(key, env.ifname, host_ifname, port, subnets, mtu)
+            plugged = await self.run(dataplane.plug, fd, att)
+            undo.append(("unplug", lambda: dataplane.unplug(fd, att, plugged)))
+            t_plug = time.perf_counter()
+            result = convert.build_result(att, plugged, env.netns, net_settings.mode, subnets, port)
+            result_dict = result.to_dict("1.1.0")
+            rec = self._record(call, key, port, att, plugged, net_settings.mode, result_dict, hints)
+            await self.run(self._commit_add, rec, port, jid)
+            log.info("ADD done", extra={
+                "key": key, "port": port.id, "ips": [str(a) for a in att.addresses],
+                "port_ms": round((t_port - t0) * 1000, 2), "plug_ms": round((t_plug - t_port) * 1000, 2)})
+            return result_dict
+        except BaseException as e:
+            log.warning("ADD failed; undoing", extra={"key": key, "error": str(e)})
+            clean = True
+            for what, step in reversed(undo):
+                try:
+                    await self.run(step)
+                except Exception as ue:    # keep undoing; the open journal entry lets recovery retry
+                    clean = False
+                    log.error("undo step failed", extra={"key": key, "step": what, "error": str(ue)})
+            if clean:
+                await self.run(rt.store.journal_end, jid)
+            raise
+
+    def _commit_add(self, rec: AttachmentRecord, port: Port, jid: int) -> None:
+        store = self.rt.store
+        now = time.time()
+        with store.transaction():
+            store.put_port(PortRecord(
+                port_id=port.id, provider=self.cfg.provider, network_id=port.network_id, state="assigned",
+                mac=port.mac, fixed_ips=tuple((f.subnet_id, str(f.address)) for f in port.fixed_ips),
+                pool_key="", attachment_key=rec.key, data={"name": port.name}, created_at=now, updated_at=now))
+            store.put_attachment(rec)
+            store.journal_end(jid)
+
+    def _record(self, call: Call, key: str, port: Port, att, plugged, mode: str,
+                result: dict[str, Any], hints: Hints) -> AttachmentRecord:
+        now = time.time()
+        return AttachmentRecord(
+            key=key, network=call.conf.name, container_id=call.env.container_id, ifname=call.env.ifname,
+            netns=call.env.netns or "", state="assigned", port_id=port.id, mode=mode,
+            host_ifname=plugged.host_ifname, result=result, cni_version=call.conf.cni_version,
+            pod_namespace=hints.pod_namespace or "", pod_name=hints.pod_name or "",
+            pod_uid=hints.pod_uid or "",
+            plugged={"attachment": convert.attachment_to_dict(att), "plugged": convert.plugged_to_dict(plugged),
+                     "provider_network": att.network_id},
+            created_at=now, updated_at=now)
+
+    def _request(self, call: Call, hints: Hints) -> tuple[Request, Defaults]:
+        """Split the hints into what the request asks for and the CNI config's defaults,
+        so that the namespace mapping ranks between the two."""
+        conf = call.conf
+        ns = self.cfg.namespaces.get(hints.pod_namespace or "")
+
+        def asked(source: str) -> bool:
+            return bool(source) and not source.startswith("config")
+
+        req = Request(
+            network=hints.network if asked(hints.network_source) else None,
+            network_source=hints.network_source,
+            subnet=hints.subnet if asked(hints.subnet_source) else None,
+            subnet_source=hints.subnet_source,
+            ips=tuple(hints.ips), ips_source=hints.ips_source or "request", mac=hints.mac,
+            security_groups=tuple(hints.security_groups) if asked(hints.security_groups_source) else (),
+            pod_namespace=hints.pod_namespace or "", pod_name=hints.pod_name or "",
+            container_id=call.env.container_id)
+        defaults = Defaults(
+            network=conf.network, subnet=conf.subnet, security_groups=tuple(conf.security_groups),
+            namespace_network=ns.network if ns else None, namespace_subnet=ns.subnet if ns else None,
+            namespace_security_groups=ns.security_groups if ns else ())
+        return req, defaults
+
+    def _require_netns(self, call: Call) -> int:
+        if call.netns_fd is None:
+            why = os.strerror(call.netns_errno) if call.netns_errno else "not passed"
+            raise InvalidEnvironment(f"CNI_NETNS {call.env.netns!r}: cannot open the network namespace ({why})")
+        return call.netns_fd
+
+    # ---- DEL --------------------------------------------------------------------------
+
+    async def delete(self, call: Call) -> None:
+        env, conf = call.env, call.conf
+        key = attachment_key(conf.name, env.container_id, env.ifname)
+        async with self.locks.hold(key):
+            rec = await self.run(self.rt.store.get_attachment, key)
+            if rec is None:
+                log.info("DEL of an unknown attachment: nothing to do", extra={"key": key})
+                return
+            same_ns = call.netns_fd is not None and (not env.netns or env.netns == rec.netns)
+            await self._release(rec, call.netns_fd if same_ns else None)
+
+    async def _release(self, rec: AttachmentRecord, fd: int | None) -> None:
+        """Undo an attachment: dataplane, port, records. Idempotent and crash-safe."""
+        rt = self.rt
+        jid = await self.run(rt.store.journal_begin, "DEL", rec.key, {"port_id": rec.port_id})
+        await self.run(rt.store.put_attachment, replace(rec, state="releasing", updated_at=time.time()))
+        await self.run(self.release_sync, rec, fd, jid)
+        log.info("DEL done", extra={"key": rec.key, "port": rec.port_id})
+
+    def release_sync(self, rec: AttachmentRecord, fd: int | None, jid: int | None) -> None:
+        rt = self.rt
+        att = convert.attachment_from_dict(rec.plugged["attachment"]) if rec.plugged else None
+        plugged = convert.plugged_from_dict(rec.plugged["plugged"]) if rec.plugged else None
+        network = rec.plugged.get("provider_network", "") if rec.plugged else ""
+        if att is not None and network in self.cfg.networks:
+            rt.dataplane(network).unplug(fd, att, plugged)
+        if rec.port_id:
+            rt.provider.delete_ports([rec.port_id])
+        with rt.store.transaction():
+            if rec.port_id:
+                rt.store.delete_port(rec.port_id)
+            rt.store.delete_attachment(rec.key)
+            if jid is not None:
+                rt.store.journal_end(jid)
+
+    # ---- CHECK ------------------------------------------------------------------------
+
+    async def check(self, call: Call) -> None:
+        env, conf = call.env, call.conf
+        if not cniversion.supports_check(conf.cni_version):
+            raise IncompatibleVersion(f"cniVersion {conf.cni_version}: CHECK needs 0.4.0 or later")
+        fd = self._require_netns(call)
+        prev = parse_result(conf.prev_result) if conf.prev_result is not None else None
+        key = attachment_key(conf.name, env.container_id, env.ifname)
+        async with self.locks.hold(key):
+            rec = await self.run(self.rt.store.get_attachment, key)
+            if rec is None or rec.state != "assigned":
+                raise UnknownContainer(f"no attachment for container {env.container_id} ifname {env.ifname} "
+                                       f"on network {conf.name!r}; ADD it first")
+            mac = None
+            if prev is not None:
+                self._check_prev_result(rec, prev)
+                # a later plugin of the chain (tuning) may have changed the MAC: the chain's
+                # result is what the sandbox must match (spec: CHECK consults prevResult)
+                mac = next((i.mac for i in prev.interfaces if i.name == env.ifname and i.sandbox and i.mac),
+                           None)
+            port = await self.run(self.rt.provider.get_port, rec.port_id)
+            if port is None:
+                raise CheckFailed(f"port {rec.port_id} of {key} no longer exists at the provider")
+            await self.run(self._check_kernel, fd, rec, mac)
+
+    def _check_prev_result(self, rec: AttachmentRecord, prev: Result) -> None:
+        ours = parse_result(rec.result)
+        want = {str(ip.address) for ip in ours.ips}
+        have = {str(ip.address) for ip in prev.ips}
+        missing = want - have
+        if missing:
+            raise CheckFailed(f"prevResult lacks address(es) {', '.join(sorted(missing))} that ADD assigned")
+
+    def _check_kernel(self, fd: int, rec: AttachmentRecord, mac: str | None = None) -> None:
+        att = convert.attachment_from_dict(rec.plugged["attachment"])
+        plugged = convert.plugged_from_dict(rec.plugged["plugged"])
+        if mac:
+            plugged = replace(plugged, sandbox_mac=mac.lower())
+        self.rt.dataplane(rec.plugged.get("provider_network", "")).check(fd, att, plugged)
+
+    # ---- GC ---------------------------------------------------------------------------
+
+    async def gc(self, call: Call) -> None:
+        conf = call.conf
+        valid = set(conf.valid_attachments or ())
+        recs = await self.run(self.rt.store.list_attachments, conf.name)
+        failed: list[str] = []
+        for rec in recs:
+            if (rec.container_id, rec.ifname) in valid:
+                continue
+            async with self.locks.hold(rec.key):
+                current = await self.run(self.rt.store.get_attachment, rec.key)
+                if current is None:
+                    continue
+                try:
+                    fd = await self.run(_open_netns, current.netns)
+                    try:
+                        await self._release(current, fd)
+                    finally:
+                        if fd is not None:
+                            os.close(fd)
+                    log.info("GC released a stale attachment", extra={"key": rec.key})
+                except CNIError as e:
+                    failed.append(f"{rec.key}: {e}")
+        if failed:
+            raise TryAgainLater(f"GC could not release {len(failed)} attachment(s)", "; ".join(failed))
+
+    # ---- STATUS -----------------------------------------------------------------------
+
+    async def status(self, call: Call) -> None:
+        if not self.ready:
+            raise NotAvailable("cloudnic-agent is starting (recovering its journal)")
+        health = await self.run(self.rt.provider.health)
+        if not health.ok:
+            raise NotAvailable(f"provider {self.cfg.provider} is not healthy: {health.detail}")
+        network = call.conf.network
+        free = await self.run(self.rt.free_addresses, network)
+        if free is not None and free <= 0:
+            raise NotAvailable(f"network {network!r} has no free address; add a subnet or widen one")
+
+
+def _open_netns(path: str) -> int | None:
+    if not path:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
