@@ -23,7 +23,11 @@ put() {  # put SRC DEST MODE [keep]: install a file; "keep" leaves an existing (
   mkdirs "$(dirname "$2")"
   if [ -n "$keep" ] && [ -e "$dst" ]; then echo "kept existing $2"; return; fi
   install -m "$mode" "$src" "$dst"
-  echo "file $2" >> "$MANTMP"
+  if [ -n "$keep" ]; then   # a config file: uninstall removes it only while it is unmodified
+    echo "conf $(sha256sum < "$dst" | cut -d' ' -f1) $2" >> "$MANTMP"
+  else
+    echo "file $2" >> "$MANTMP"
+  fi
 }
 mkdirs /opt/cloudnic
 put shim/build/cloudnic "$CNI_BIN_DIR/cloudnic" 0755

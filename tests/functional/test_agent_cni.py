@@ -300,3 +300,14 @@ def test_cli_status_and_attachments(agent: AgentHandle, sandbox: str) -> None:
         assert js["store"]["attachments"] >= 1
     finally:
         delete(agent, sandbox, "fbridge", cid)
+
+
+def test_request_id_ties_runtime_log_to_agent_log(agent: AgentHandle, sandbox: str) -> None:
+    _, r = add(agent, sandbox, "fbridge", args="IP=10.200.0.1")
+    assert r.code == 1 and r.json["code"] == 100
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("cloudnic["))
+    rid = line.split("[", 1)[1].split("]", 1)[0]
+    assert len(rid) == 16 and "code 100" in line
+    records = [json.loads(ln) for ln in agent.log_text().splitlines() if ln.startswith("{")]
+    mine = [rec for rec in records if rec.get("rid") == rid]
+    assert any(rec["msg"] == "request failed" and rec.get("code") == 100 for rec in mine), mine

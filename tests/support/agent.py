@@ -68,7 +68,7 @@ def start_agent(tmp_dir: Path, config_text: str, *, timeout: float = 20.0) -> Ag
         if proc.poll() is not None:
             raise RuntimeError(f"cloudnic-agent exited with {proc.returncode}:\n{handle.log_text()[-4000:]}")
         if os.path.exists(sock):
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, wire.WireError):
                 if handle.admin({"op": "ping"}, timeout=2.0).get("ready"):
                     return handle
         if time.monotonic() > deadline:

@@ -15,7 +15,7 @@ from cloudnic.providers.standalone import NetworkConfig, SubnetConfig, validate_
 MODES = ("bridge", "routed", "macvlan")
 _AGENT_KEYS = {
     "socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "max_request_bytes",
-    "request_timeout_s", "host_netns", "workers", "reconcile_interval_s",
+    "request_timeout_s", "host_netns", "workers",
 }
 _NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim",
              "subnets", "enable_forwarding"}
@@ -57,7 +57,6 @@ class AgentConfig:
     request_timeout_s: float = 60.0
     host_netns: str = ""
     workers: int = 8
-    reconcile_interval_s: float = 300.0
     provider: str = "standalone"
     networks: dict[str, NetworkSettings] = field(default_factory=dict)
     namespaces: dict[str, NamespaceMapping] = field(default_factory=dict)
@@ -171,7 +170,7 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
             kw[key] = _type(f"agent.{key}", agent[key], int, "an integer")
             if kw[key] < 1:
                 raise InvalidConfig(f"agent.{key}: must be positive")
-    for key in ("request_timeout_s", "reconcile_interval_s"):
+    for key in ("request_timeout_s",):
         if key in agent:
             kw[key] = float(_type(f"agent.{key}", agent[key], (int, float), "a number of seconds"))
             if kw[key] <= 0:

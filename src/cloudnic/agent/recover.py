@@ -38,7 +38,7 @@ def _undo_add(svc: Service, entry: JournalEntry) -> None:
     fd = _open(data.get("netns", ""))
     try:
         if network in svc.cfg.networks:
-            att = Attachment(key=entry.key, ifname=ifname, mac="", mtu=0, addresses=(),
+            att = Attachment(key=entry.key, ifname=ifname, mac=data.get("mac", ""), mtu=0, addresses=(),
                              host_ifname=data.get("host_ifname", ""), network_id=network)
             if rec is not None and rec.plugged:
                 att = convert.attachment_from_dict(rec.plugged["attachment"])

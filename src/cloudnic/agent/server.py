@@ -173,15 +173,20 @@ class Server:
             return 0, out, b""
         except CNIError as e:
             log.info("request failed", extra={"command": command, "code": e.code, "error": str(e)})
-            return 1, error_object(e, ver), b""
+            return 1, error_object(e, ver), self._stderr_line(req.request_id, command, e)
         except Exception as e:
             log.exception("request crashed", extra={"command": command})
             err = InternalError(f"cloudnic-agent failed unexpectedly during {command or 'the request'}: "
                                 f"{type(e).__name__}", str(e))
-            return 1, error_object(err, ver), b""
+            return 1, error_object(err, ver), self._stderr_line(req.request_id, command, err)
         finally:
             log.debug("request done", extra={"command": command, "ms": round((time.perf_counter() - t0) * 1000, 2)})
             request_id.reset(token)
+
+    @staticmethod
+    def _stderr_line(rid: str, command: str, err: CNIError) -> bytes:
+        """One line for the runtime's log, carrying the request id found in the agent's log."""
+        return f"cloudnic[{rid}]: {command} failed with code {err.code}: {err}\n".encode(errors="replace")
 
     async def _dispatch(self, req: wire.Request) -> bytes:
         env = parse_env(req.env)

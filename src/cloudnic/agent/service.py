@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from cloudnic.agent import convert
+from cloudnic.agent import convert, crash
 from cloudnic.agent.config import AgentConfig
 from cloudnic.agent.locks import KeyedLocks
 from cloudnic.agent.runtime import Runtime
@@ -109,11 +109,14 @@ class Service:
         host_ifname = host_ifname_for(key)
         jid = await self.run(rt.store.journal_begin, "ADD", key, {
             "network": network.id, "netns": env.netns, "host_ifname": host_ifname, "mode": net_settings.mode})
+        crash.point("add:journaled")
         undo: list[tuple[str, Callable[[], None]]] = []
         try:
             t0 = time.perf_counter()
             port = (await self.run(rt.provider.create_ports, spec, 1))[0]
-            await self.run(rt.store.journal_update, jid, {"port_id": port.id})
+            crash.point("add:port-created")
+            await self.run(rt.store.journal_update, jid, {"port_id": port.id, "mac": port.mac})
+            crash.point("add:port-journaled")
             undo.append(("delete port", lambda: rt.provider.delete_ports([port.id])))
             t_port = time.perf_counter()
             subnets = {s.id: s for s in network.subnets}
@@ -122,6 +125,7 @@ class Service:
             plugged = await self.run(dataplane.plug, fd, att)
             undo.append(("unplug", lambda: dataplane.unplug(fd, att, plugged)))
             t_plug = time.perf_counter()
+            crash.point("add:plugged")
             result = convert.build_result(att, plugged, env.netns, net_settings.mode, subnets, port)
             result_dict = result.to_dict("1.1.0")
             rec = self._record(call, key, port, att, plugged, net_settings.mode, result_dict, hints)
@@ -215,6 +219,7 @@ class Service:
         rt = self.rt
         jid = await self.run(rt.store.journal_begin, "DEL", rec.key, {"port_id": rec.port_id})
         await self.run(rt.store.put_attachment, replace(rec, state="releasing", updated_at=time.time()))
+        crash.point("del:releasing")
         await self.run(self.release_sync, rec, fd, jid)
         log.info("DEL done", extra={"key": rec.key, "port": rec.port_id})
 
@@ -225,8 +230,10 @@ class Service:
         network = rec.plugged.get("provider_network", "") if rec.plugged else ""
         if att is not None and network in self.cfg.networks:
             rt.dataplane(network).unplug(fd, att, plugged)
+        crash.point("del:unplugged")
         if rec.port_id:
             rt.provider.delete_ports([rec.port_id])
+        crash.point("del:port-deleted")
         with rt.store.transaction():
             if rec.port_id:
                 rt.store.delete_port(rec.port_id)
