@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.support.agent import SHIM, AgentHandle, running_agent
 from tests.support.cni import netns, ns_exec, sh, unique
 

@@ -8,6 +8,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tests.support.agent import AgentHandle
 from tests.support.cni import conf, ip_json, ns_exec, ping, run_cni, sh, unique
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.agent import AgentHandle
 from tests.support.cni import conf, kernel_snapshot, netns, run_cni, sh, unique
 

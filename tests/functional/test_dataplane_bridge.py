@@ -6,6 +6,11 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
+
+from cloudnic.dataplane import BridgeDataplane, NetnsSafeExecutor
+from cloudnic.dataplane.base import Plugged
+from cloudnic.dataplane.names import derived_mac
+from cloudnic.errors import DataplaneError, InvalidConfig
 from tests.functional.netns_util import (
     Netns,
     addresses,
@@ -19,11 +24,6 @@ from tests.functional.netns_util import (
     unique,
 )
 from tests.functional.test_dataplane_modes import BRIDGE, MTU, attachment
-
-from cloudnic.dataplane import BridgeDataplane, NetnsSafeExecutor
-from cloudnic.dataplane.base import Plugged
-from cloudnic.dataplane.names import derived_mac
-from cloudnic.errors import DataplaneError, InvalidConfig
 
 pytestmark = pytest.mark.functional
 

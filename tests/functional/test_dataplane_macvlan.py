@@ -6,6 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from cloudnic.dataplane import MacvlanDataplane
+from cloudnic.dataplane.names import shim_ifname_for
+from cloudnic.errors import DataplaneError, InvalidConfig
 from tests.functional.netns_util import (
     Netns,
     add_veth,
@@ -19,10 +23,6 @@ from tests.functional.netns_util import (
     unique,
 )
 from tests.functional.test_dataplane_modes import MTU, PARENT, attachment
-
-from cloudnic.dataplane import MacvlanDataplane
-from cloudnic.dataplane.names import shim_ifname_for
-from cloudnic.errors import DataplaneError, InvalidConfig
 
 pytestmark = pytest.mark.functional
 SHIM = shim_ifname_for(PARENT)

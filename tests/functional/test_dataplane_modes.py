@@ -11,6 +11,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+
+from cloudnic.dataplane import make_dataplane
+from cloudnic.dataplane.base import Attachment, Dataplane, IPInterface, Plugged
+from cloudnic.dataplane.names import derived_mac, host_ifname_for, shim_ifname_for
+from cloudnic.errors import CheckFailed, CNIError, DataplaneError, InvalidConfig
 from tests.functional.netns_util import (
     Netns,
     add_veth,
@@ -30,11 +35,6 @@ from tests.functional.netns_util import (
     sh,
     unique,
 )
-
-from cloudnic.dataplane import make_dataplane
-from cloudnic.dataplane.base import Attachment, Dataplane, IPInterface, Plugged
-from cloudnic.dataplane.names import derived_mac, host_ifname_for, shim_ifname_for
-from cloudnic.errors import CheckFailed, CNIError, DataplaneError, InvalidConfig
 
 pytestmark = pytest.mark.functional
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.functional.netns_util import Netns, add_veth, netns
 
 from cloudnic.dataplane.netns import NetnsHandle, is_netns_fd, netns_socket, sysctl_get, sysctl_set
+from tests.functional.netns_util import Netns, add_veth, netns
 
 pytestmark = pytest.mark.functional
 

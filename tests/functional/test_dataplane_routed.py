@@ -6,6 +6,10 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
+
+from cloudnic.dataplane import RoutedDataplane
+from cloudnic.dataplane.base import RouteSpec
+from cloudnic.errors import InvalidConfig
 from tests.functional.netns_util import (
     Netns,
     close_netns,
@@ -18,10 +22,6 @@ from tests.functional.netns_util import (
     unique,
 )
 from tests.functional.test_dataplane_modes import MTU, attachment
-
-from cloudnic.dataplane import RoutedDataplane
-from cloudnic.dataplane.base import RouteSpec
-from cloudnic.errors import InvalidConfig
 
 pytestmark = pytest.mark.functional
 
