@@ -312,3 +312,18 @@ def test_request_id_ties_runtime_log_to_agent_log(agent: AgentHandle, sandbox: s
     records = [json.loads(ln) for ln in agent.log_text().splitlines() if ln.startswith("{")]
     mine = [rec for rec in records if rec.get("rid") == rid]
     assert any(rec["msg"] == "request failed" and rec.get("code") == 100 for rec in mine), mine
+
+
+def test_add_after_another_plugin_passes_its_result_through(agent: AgentHandle, sandbox: str) -> None:
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "lo", "sandbox": f"/run/netns/{sandbox}"}],
+            "ips": [{"address": "127.0.0.1/8", "interface": 0}], "dns": {"nameservers": ["10.0.0.53"]}}
+    cid = unique("cid")
+    r = run_cni("ADD", conf("fbridge", "1.0.0", prevResult=prev), socket=agent.socket, container_id=cid,
+                netns=f"/run/netns/{sandbox}")
+    assert r.code == 0, r.stdout
+    res = r.json
+    assert res["interfaces"][0]["name"] == "lo" and res["ips"][0]["address"] == "127.0.0.1/8"
+    eth0 = next(i for i, itf in enumerate(res["interfaces"]) if itf["name"] == "eth0")
+    ours = [ip for ip in res["ips"] if ip["address"].startswith("10.91.")]
+    assert ours and all(ip["interface"] == eth0 for ip in ours)
+    assert delete(agent, sandbox, "fbridge", cid).code == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -98,3 +99,14 @@ def build_result(att: Attachment, plugged: Plugged, netns: str, mode: str,
                 nameservers.append(ns)
     return Result(interfaces=tuple(interfaces), ips=tuple(ips), routes=tuple(routes),
                   dns=DNS(nameservers=tuple(nameservers)))
+
+
+def chain_onto(prev: Result, ours: Result) -> Result:
+    """ADD with a prevResult (cloudnic is not the first plugin of the chain): pass the
+    earlier plugins' result through and append ours, re-indexing our interfaces."""
+    offset = len(prev.interfaces)
+    ips = tuple(dataclasses.replace(ip, interface=None if ip.interface is None else ip.interface + offset)
+                for ip in ours.ips)
+    dns = ours.dns if ours.dns.nameservers else prev.dns
+    return Result(interfaces=prev.interfaces + ours.interfaces, ips=prev.ips + ips,
+                  routes=prev.routes + ours.routes, dns=dns)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloudnic.agent import admin, wire
+from cloudnic.agent import admin, convert, wire
 from cloudnic.agent.log import request_id
 from cloudnic.agent.service import Call, Service
 from cloudnic.cni import version as cniversion
@@ -205,8 +205,11 @@ class Server:
         svc = self.service
         if env.command == "ADD":
             hints = resolve_hints(conf, env)
-            result = await svc.add(call, hints)
-            return parse_result(result).to_json(conf.cni_version)
+            prev = parse_result(conf.prev_result) if conf.prev_result is not None else None
+            result = parse_result(await svc.add(call, hints))
+            if prev is not None:
+                result = convert.chain_onto(prev, result)
+            return result.to_json(conf.cni_version)
         if env.command == "DEL":
             await svc.delete(call)
         elif env.command == "CHECK":

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from cloudnic.agent import convert, crash
-from cloudnic.agent.config import AgentConfig
+from cloudnic.agent.config import AgentConfig, NetworkSettings
 from cloudnic.agent.locks import KeyedLocks
 from cloudnic.agent.runtime import Runtime
 from cloudnic.cni import version as cniversion
@@ -25,6 +25,7 @@ from cloudnic.cni.env import Env
 from cloudnic.cni.hints import Hints
 from cloudnic.cni.result import Result, parse_result
 from cloudnic.dataplane import host_ifname_for
+from cloudnic.dataplane.base import Attachment, Plugged
 from cloudnic.errors import (
     CheckFailed,
     CNIError,
@@ -108,7 +109,7 @@ class Service:
         dataplane = rt.dataplane(network.name)
         host_ifname = host_ifname_for(key)
         jid = await self.run(rt.store.journal_begin, "ADD", key, {
-            "network": network.id, "netns": env.netns, "host_ifname": host_ifname, "mode": net_settings.mode})
+            "network": net_settings.name, "netns": env.netns, "host_ifname": host_ifname, "mode": net_settings.mode})
         crash.point("add:journaled")
         undo: list[tuple[str, Callable[[], None]]] = []
         try:
@@ -128,7 +129,7 @@ class Service:
             crash.point("add:plugged")
             result = convert.build_result(att, plugged, env.netns, net_settings.mode, subnets, port)
             result_dict = result.to_dict("1.1.0")
-            rec = self._record(call, key, port, att, plugged, net_settings.mode, result_dict, hints)
+            rec = self._record(call, key, port, att, plugged, net_settings, result_dict, hints)
             await self.run(self._commit_add, rec, port, jid)
             log.info("ADD done", extra={
                 "key": key, "port": port.id, "ips": [str(a) for a in att.addresses],
@@ -158,17 +159,18 @@ class Service:
             store.put_attachment(rec)
             store.journal_end(jid)
 
-    def _record(self, call: Call, key: str, port: Port, att, plugged, mode: str,
-                result: dict[str, Any], hints: Hints) -> AttachmentRecord:
+    def _record(self, call: Call, key: str, port: Port, att: Attachment, plugged: Plugged,
+                net: NetworkSettings, result: dict[str, Any], hints: Hints) -> AttachmentRecord:
         now = time.time()
         return AttachmentRecord(
             key=key, network=call.conf.name, container_id=call.env.container_id, ifname=call.env.ifname,
-            netns=call.env.netns or "", state="assigned", port_id=port.id, mode=mode,
+            netns=call.env.netns or "", state="assigned", port_id=port.id, mode=net.mode,
             host_ifname=plugged.host_ifname, result=result, cni_version=call.conf.cni_version,
             pod_namespace=hints.pod_namespace or "", pod_name=hints.pod_name or "",
             pod_uid=hints.pod_uid or "",
+            # "network": the node's network (config name) whose dataplane made the links
             plugged={"attachment": convert.attachment_to_dict(att), "plugged": convert.plugged_to_dict(plugged),
-                     "provider_network": att.network_id},
+                     "network": net.name},
             created_at=now, updated_at=now)
 
     def _request(self, call: Call, hints: Hints) -> tuple[Request, Defaults]:
@@ -227,7 +229,7 @@ class Service:
         rt = self.rt
         att = convert.attachment_from_dict(rec.plugged["attachment"]) if rec.plugged else None
         plugged = convert.plugged_from_dict(rec.plugged["plugged"]) if rec.plugged else None
-        network = rec.plugged.get("provider_network", "") if rec.plugged else ""
+        network = rec.plugged.get("network", "") if rec.plugged else ""
         if att is not None and network in self.cfg.networks:
             rt.dataplane(network).unplug(fd, att, plugged)
         crash.point("del:unplugged")
@@ -280,7 +282,7 @@ class Service:
         plugged = convert.plugged_from_dict(rec.plugged["plugged"])
         if mac:
             plugged = replace(plugged, sandbox_mac=mac.lower())
-        self.rt.dataplane(rec.plugged.get("provider_network", "")).check(fd, att, plugged)
+        self.rt.dataplane(rec.plugged.get("network", "")).check(fd, att, plugged)
 
     # ---- GC ---------------------------------------------------------------------------
 
