@@ -114,3 +114,54 @@ def test_subnet_values_are_validated_at_load(cidr: str, extra: str, names: str) 
     with pytest.raises(InvalidConfig) as e:
         parse_config(tomllib.loads(text))
     assert names in str(e.value)
+
+
+NEUTRON = """
+[provider]
+type = "neutron"
+auth_type = "noauth"
+endpoint = "http://127.0.0.1:19696"
+
+[networks.pods]
+mode = "linuxbridge"
+neutron_network = "pods-net"
+subnet = "pods-v4"
+security_groups = ["default", "web"]
+[networks.pods.pool]
+min_ready = 2
+max_idle = 8
+batch = 4
+"""
+
+
+def test_neutron_networks() -> None:
+    cfg = parse_config(tomllib.loads(NEUTRON))
+    assert cfg.provider == "neutron"
+    assert cfg.provider_settings == {"auth_type": "noauth", "endpoint": "http://127.0.0.1:19696"}
+    pods = cfg.networks["pods"]
+    assert pods.mode == "linuxbridge" and pods.neutron_network == "pods-net" and pods.subnet == "pods-v4"
+    assert pods.security_groups == ("default", "web") and pods.provider_network is None
+    assert pods.pool is not None and (pods.pool.min_ready, pods.pool.max_idle, pods.pool.batch) == (2, 8, 4)
+
+
+@pytest.mark.parametrize(("change", "names"), [
+    (("mode = \"linuxbridge\"", "mode = \"routed\""), "networks.pods.mode"),
+    (("batch = 4", "batch = 0"), "networks.pods.pool.batch"),
+    (("max_idle = 8", "max_idle = 1"), "max_idle"),
+    (("min_ready = 2", "min_ready = -1"), "networks.pods.pool"),
+    (("[networks.pods.pool]", "[[networks.pods.subnets]]\ncidr='10.0.0.0/24'\n[networks.pods.pool]"), "subnets"),
+    (("type = \"neutron\"", "type = \"qingcloud\""), "provider.type"),
+])
+def test_neutron_network_errors(change: tuple[str, str], names: str) -> None:
+    with pytest.raises(InvalidConfig) as e:
+        parse_config(tomllib.loads(NEUTRON.replace(*change)))
+    assert names in str(e.value)
+
+
+def test_neutron_keys_refused_for_standalone() -> None:
+    text = "[networks.a]\nneutron_network = 'x'\n[[networks.a.subnets]]\ncidr='10.0.0.0/24'\n"
+    with pytest.raises(InvalidConfig, match=r"networks\.a\.neutron_network: only for provider neutron"):
+        parse_config(tomllib.loads(text))
+    with pytest.raises(InvalidConfig, match="provider"):
+        parse_config(tomllib.loads("[provider]\ntype='standalone'\nendpoint='x'\n" + text.replace(
+            "neutron_network = 'x'\n", "")))

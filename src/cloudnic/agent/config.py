@@ -12,14 +12,25 @@ from typing import Any
 from cloudnic.errors import InvalidConfig
 from cloudnic.providers.standalone import NetworkConfig, SubnetConfig, validate_networks
 
-MODES = ("bridge", "routed", "macvlan")
+MODES = {"standalone": ("bridge", "routed", "macvlan"), "neutron": ("linuxbridge", "macvlan", "ovs")}
+PROVIDERS = tuple(MODES)
 _AGENT_KEYS = {
     "socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "max_request_bytes",
     "request_timeout_s", "host_netns", "workers",
 }
 _NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim",
-             "subnets", "enable_forwarding"}
+             "subnets", "enable_forwarding", "neutron_network", "subnet", "security_groups", "pool"}
+_POOL_KEYS = {"min_ready", "max_idle", "batch"}
 _SUBNET_KEYS = {"cidr", "gateway", "exclude", "name", "routes", "dns"}
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Warm pool of a network (Neutron): ports kept ready on this node."""
+
+    min_ready: int = 0
+    max_idle: int = 0
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,11 @@ class NetworkSettings:
     macvlan_mode: str = "bridge"
     host_shim: bool = True
     enable_forwarding: bool = True
-    provider_network: NetworkConfig | None = None
+    provider_network: NetworkConfig | None = None    # standalone: the network it serves
+    neutron_network: str = ""                        # neutron: the network's id or name
+    subnet: str = ""                                 # default subnet (id, name or CIDR)
+    security_groups: tuple[str, ...] = ()            # default security groups
+    pool: PoolSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class AgentConfig:
     host_netns: str = ""
     workers: int = 8
     provider: str = "standalone"
+    provider_settings: dict[str, Any] = field(default_factory=dict)   # [provider] without "type"
     networks: dict[str, NetworkSettings] = field(default_factory=dict)
     namespaces: dict[str, NamespaceMapping] = field(default_factory=dict)
 
@@ -120,13 +136,28 @@ def _ifname(where: str, value: Any) -> str:
     return value
 
 
-def _network(name: str, raw: Any) -> NetworkSettings:
+def _pool(where: str, raw: Any) -> PoolSettings:
+    _type(where, raw, dict, "a table")
+    _unknown(where, raw, _POOL_KEYS)
+    vals = {k: _type(f"{where}.{k}", raw[k], int, "an integer") for k in _POOL_KEYS if k in raw}
+    if any(v < 0 for v in vals.values()):
+        raise InvalidConfig(f"{where}: min_ready, max_idle and batch must not be negative")
+    pool = PoolSettings(**vals)
+    if pool.batch < 1:
+        raise InvalidConfig(f"{where}.batch: must be at least 1")
+    if pool.max_idle and pool.max_idle < pool.min_ready:
+        raise InvalidConfig(f"{where}.max_idle ({pool.max_idle}) is below min_ready ({pool.min_ready})")
+    return pool
+
+
+def _network(name: str, raw: Any, provider: str) -> NetworkSettings:
     where = f"networks.{name}"
     _type(where, raw, dict, "a table")
     _unknown(where, raw, _NET_KEYS)
-    mode = _type(f"{where}.mode", raw.get("mode", "bridge"), str, "a string")
-    if mode not in MODES:
-        raise InvalidConfig(f"{where}.mode: {mode!r} is not one of {', '.join(MODES)}")
+    modes = MODES[provider]
+    mode = _type(f"{where}.mode", raw.get("mode", modes[0]), str, "a string")
+    if mode not in modes:
+        raise InvalidConfig(f"{where}.mode: {mode!r} is not one of {', '.join(modes)} (provider {provider})")
     mtu = _type(f"{where}.mtu", raw.get("mtu", 1500), int, "an integer")
     if not 68 <= mtu <= 65535:
         raise InvalidConfig(f"{where}.mtu: {mtu} is outside 68..65535")
@@ -140,18 +171,30 @@ def _network(name: str, raw: Any) -> NetworkSettings:
     mv_mode = _type(f"{where}.macvlan_mode", raw.get("macvlan_mode", "bridge"), str, "a string")
     if mv_mode not in ("bridge", "private", "vepa", "passthru"):
         raise InvalidConfig(f"{where}.macvlan_mode: {mv_mode!r} is not bridge, private, vepa or passthru")
+    flags = {}
+    for key, default in (("gateway_on_bridge", True), ("host_shim", True), ("enable_forwarding", True)):
+        flags[key] = _type(f"{where}.{key}", raw.get(key, default), bool, "true or false")
+    common: dict[str, Any] = dict(name=name, mode=mode, mtu=mtu, bridge=bridge, parent=parent,
+                                  macvlan_mode=mv_mode, **flags)
+    if provider == "neutron":
+        if "subnets" in raw:
+            raise InvalidConfig(f"{where}.subnets: with provider neutron the subnets come from Neutron; "
+                                f"name the network with neutron_network")
+        common["neutron_network"] = _type(f"{where}.neutron_network", raw.get("neutron_network", name), str,
+                                          "a Neutron network id or name")
+        common["subnet"] = _type(f"{where}.subnet", raw.get("subnet", ""), str, "a subnet id, name or CIDR")
+        common["security_groups"] = _str_list(f"{where}.security_groups", raw.get("security_groups", []))
+        common["pool"] = _pool(f"{where}.pool", raw["pool"]) if "pool" in raw else None
+        return NetworkSettings(**common)
+    for key in ("neutron_network", "subnet", "security_groups", "pool"):
+        if key in raw:
+            raise InvalidConfig(f"{where}.{key}: only for provider neutron")
     subnets_raw = raw.get("subnets")
     if not subnets_raw:
         raise InvalidConfig(f"{where}.subnets: a network needs at least one subnet ([[{where}.subnets]])")
     _type(f"{where}.subnets", subnets_raw, list, "an array of tables")
     subnets = tuple(_subnet(f"{where}.subnets[{i}]", s) for i, s in enumerate(subnets_raw))
-    flags = {}
-    for key, default in (("gateway_on_bridge", True), ("host_shim", True), ("enable_forwarding", True)):
-        flags[key] = _type(f"{where}.{key}", raw.get(key, default), bool, "true or false")
-    return NetworkSettings(
-        name=name, mode=mode, mtu=mtu, bridge=bridge, parent=parent, macvlan_mode=mv_mode,
-        provider_network=NetworkConfig(name=name, subnets=subnets, mtu=mtu), **flags,
-    )
+    return NetworkSettings(provider_network=NetworkConfig(name=name, subnets=subnets, mtu=mtu), **common)
 
 
 def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_path: str | None = None
@@ -182,13 +225,15 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
     provider = data.get("provider", {"type": "standalone"})
     _type("provider", provider, dict, "a table")
     ptype = provider.get("type", "standalone")
-    if ptype != "standalone":
-        raise InvalidConfig(f"provider.type: {ptype!r} is not available in this build (standalone)")
+    if ptype not in PROVIDERS:
+        raise InvalidConfig(f"provider.type: {ptype!r} is not one of {', '.join(PROVIDERS)}")
+    if ptype == "standalone":
+        _unknown("provider", provider, {"type"})
     networks_raw = data.get("networks", {})
     _type("networks", networks_raw, dict, "a table of networks")
     if not networks_raw:
-        raise InvalidConfig("networks: declare at least one network ([networks.NAME] with subnets)")
-    networks = {name: _network(name, raw) for name, raw in networks_raw.items()}
+        raise InvalidConfig("networks: declare at least one network ([networks.NAME])")
+    networks = {name: _network(name, raw, ptype) for name, raw in networks_raw.items()}
     validate_networks([n.provider_network for n in networks.values() if n.provider_network is not None])
     namespaces: dict[str, NamespaceMapping] = {}
     for ns, raw in data.get("namespaces", {}).items():
@@ -208,7 +253,8 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
         kw["state_dir"] = state_dir
     if socket_path:
         kw["socket"] = socket_path
-    return AgentConfig(provider=ptype, networks=networks, namespaces=namespaces, **kw)
+    settings = {k: v for k, v in provider.items() if k != "type"}
+    return AgentConfig(provider=ptype, provider_settings=settings, networks=networks, namespaces=namespaces, **kw)
 
 
 def load_config(path: str | os.PathLike[str], *, state_dir: str | None = None,

@@ -15,19 +15,38 @@ from cloudnic.store import Store
 
 
 class Catalog:
-    """The networks this node serves, looked up through the provider."""
+    """The networks this node serves: the config's names mapped to the provider's networks.
 
-    def __init__(self, provider: Provider, names: list[str]) -> None:
+    A request may name a network by its config name, or (Neutron) by the provider's id
+    or name of a configured network, as the skynet annotations do.
+    """
+
+    def __init__(self, provider: Provider, refs: dict[str, str]) -> None:
         self.provider = provider
-        self.names = names
+        self.refs = refs                      # config name -> provider network id or name
+        self._by_id: dict[str, str] = {}      # provider network id -> config name
 
     def get(self, name_or_id: str) -> Network:
-        if name_or_id not in self.names:
-            raise NotFound(f"network {name_or_id!r} is not served by this node")
-        return self.provider.get_network(name_or_id)
+        for name, ref in self.refs.items():
+            if name_or_id in (name, ref) or self._by_id.get(name_or_id) == name:
+                return self._fetch(name, ref)
+        for name, ref in self.refs.items():    # a provider id or name not seen yet
+            net = self._fetch(name, ref)
+            if name_or_id in (net.id, net.name):
+                return net
+        raise NotFound(f"network {name_or_id!r} is not served by this node")
+
+    def _fetch(self, name: str, ref: str) -> Network:
+        net = self.provider.get_network(ref)
+        self._by_id[net.id] = name
+        return net
 
     def all(self) -> list[Network]:
-        return [self.provider.get_network(n) for n in self.names]
+        return [self._fetch(name, ref) for name, ref in self.refs.items()]
+
+    def config_name(self, network: Network) -> str:
+        """The config's name of a provider network returned by get()/all()."""
+        return self._by_id.get(network.id, network.name)
 
 
 def make_network_dataplane(ns: NetworkSettings, host_netns_fd: int | None) -> Dataplane:
@@ -54,7 +73,8 @@ class Runtime:
                 raise InvalidConfig(f"agent.host_netns {cfg.host_netns!r}: cannot open ({e.strerror})") from e
         networks = [ns.provider_network for ns in cfg.networks.values() if ns.provider_network is not None]
         self.provider: Provider = StandaloneProvider(self.store, networks)
-        self.catalog = Catalog(self.provider, list(cfg.networks))
+        self.catalog = Catalog(self.provider, {name: ns.neutron_network or name
+                                               for name, ns in cfg.networks.items()})
         self._dataplanes = {name: make_network_dataplane(ns, self.host_netns_fd)
                             for name, ns in cfg.networks.items()}
         # worker threads enter sandbox netns; a thread that cannot return to its own is retired

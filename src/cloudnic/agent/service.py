@@ -32,10 +32,11 @@ from cloudnic.errors import (
     IncompatibleVersion,
     InvalidEnvironment,
     NotAvailable,
+    NotFound,
     TryAgainLater,
     UnknownContainer,
 )
-from cloudnic.ipam.resolve import Defaults, Request, build_port_spec, choose_network
+from cloudnic.ipam.resolve import Defaults, Request, build_port_spec, choose_network, find_subnet
 from cloudnic.providers.base import Port
 from cloudnic.store import AttachmentRecord, PortRecord
 
@@ -101,12 +102,21 @@ class Service:
         rt = self.rt
         req, defaults = self._request(call, hints)
         network, subnet = await self.run(choose_network, req, defaults, rt.catalog)
-        net_settings = self.cfg.networks.get(network.name)
+        net_settings = self.cfg.networks.get(rt.catalog.config_name(network))
         if net_settings is None:
             raise InvalidEnvironment(f"network {network.name!r} has no dataplane settings on this node")
+        # the node's defaults for this network come last (after the request, the namespace
+        # mapping and the CNI config)
+        if subnet is None and net_settings.subnet and not req.ips:
+            subnet = find_subnet(network, net_settings.subnet)
+            if subnet is None:
+                raise NotFound(f"networks.{net_settings.name}.subnet {net_settings.subnet!r} is not a subnet "
+                               f"of network {network.name!r}")
+        if not defaults.security_groups:
+            defaults = replace(defaults, security_groups=net_settings.security_groups)
         spec = build_port_spec(req, defaults, network, subnet, node=self.cfg.node_name,
                                cluster_id=self.cfg.cluster_id)
-        dataplane = rt.dataplane(network.name)
+        dataplane = rt.dataplane(net_settings.name)
         host_ifname = host_ifname_for(key)
         jid = await self.run(rt.store.journal_begin, "ADD", key, {
             "network": net_settings.name, "netns": env.netns, "host_ifname": host_ifname, "mode": net_settings.mode})
