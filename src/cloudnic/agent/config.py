@@ -16,7 +16,7 @@ MODES = {"standalone": ("bridge", "routed", "macvlan"), "neutron": ("linuxbridge
 PROVIDERS = tuple(MODES)
 _AGENT_KEYS = {
     "socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "max_request_bytes",
-    "request_timeout_s", "host_netns", "workers",
+    "request_timeout_s", "host_netns", "workers", "metrics_listen",
 }
 _NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim",
              "subnets", "enable_forwarding", "neutron_network", "subnet", "security_groups", "pool"}
@@ -72,6 +72,7 @@ class AgentConfig:
     request_timeout_s: float = 60.0
     host_netns: str = ""
     workers: int = 8
+    metrics_listen: str = ""          # "host:port" of the Prometheus endpoint; "" = off
     provider: str = "standalone"
     provider_settings: dict[str, Any] = field(default_factory=dict)   # [provider] without "type"
     networks: dict[str, NetworkSettings] = field(default_factory=dict)
@@ -205,7 +206,8 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
     _type("agent", agent, dict, "a table")
     _unknown("agent", agent, _AGENT_KEYS)
     kw: dict[str, Any] = {}
-    for key in ("socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "host_netns"):
+    for key in ("socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "host_netns",
+                "metrics_listen"):
         if key in agent:
             kw[key] = _type(f"agent.{key}", agent[key], str, "a string")
     for key in ("max_request_bytes", "workers"):
@@ -220,6 +222,9 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
                 raise InvalidConfig(f"agent.{key}: must be positive")
     if kw.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise InvalidConfig(f"agent.log_level: {kw['log_level']!r} is not debug, info, warning or error")
+    ml = kw.get("metrics_listen", "")
+    if ml and not (":" in ml and ml.rpartition(":")[2].isdigit() and 0 < int(ml.rpartition(":")[2]) < 65536):
+        raise InvalidConfig(f"agent.metrics_listen: {ml!r} is not host:port (e.g. 127.0.0.1:9469)")
     if "node_name" in kw and not kw["node_name"]:
         del kw["node_name"]
     provider = data.get("provider", {"type": "standalone"})

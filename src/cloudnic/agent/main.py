@@ -11,6 +11,7 @@ import sys
 from cloudnic import __version__
 from cloudnic.agent import log as agentlog
 from cloudnic.agent.config import AgentConfig, load_config
+from cloudnic.agent.metrics import Metrics, MetricsServer, samples_from_stats
 from cloudnic.agent.recover import recover
 from cloudnic.agent.runtime import Runtime
 from cloudnic.agent.server import Server
@@ -23,7 +24,14 @@ log = logging.getLogger("cloudnic.agent")
 async def run(cfg: AgentConfig) -> int:
     rt = Runtime(cfg)
     svc = Service(cfg, rt)
-    server = Server(svc, cfg.socket, cfg.max_request_bytes)
+    metrics = Metrics()
+    metrics.gauge("cloudnic_ready", lambda: 1.0 if svc.ready else 0.0)
+    metrics.gauge("cloudnic_attachments", lambda: float(rt.store.count_attachments()))
+    metrics.gauge("cloudnic_journal_pending", lambda: float(len(rt.store.journal_pending())))
+    metrics.source(lambda: samples_from_stats("cloudnic_network_addresses", getattr(
+        rt.provider, "usage", list)(), ("network", "subnet"), {"used": "gauge", "free": "gauge", "total": "gauge"}))
+    server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics)
+    http = MetricsServer(metrics, cfg.metrics_listen, lambda: svc.ready) if cfg.metrics_listen else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -32,6 +40,8 @@ async def run(cfg: AgentConfig) -> int:
         report = await svc.run(recover, svc)
         log.info("recovery done", extra=report)
         server.bind()
+        if http is not None:
+            await http.start()
         svc.ready = True
         log.info("cloudnic-agent serving", extra={"socket": cfg.socket, "version": __version__,
                                                    "networks": list(cfg.networks), "node": cfg.node_name})
@@ -39,6 +49,8 @@ async def run(cfg: AgentConfig) -> int:
         log.info("shutting down")
         await server.drain(timeout=cfg.request_timeout_s)
     finally:
+        if http is not None:
+            await http.stop()
         server.close()
         rt.close()
     return 0

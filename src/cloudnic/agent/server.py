@@ -16,6 +16,7 @@ from typing import Any
 
 from cloudnic.agent import admin, convert, wire
 from cloudnic.agent.log import request_id
+from cloudnic.agent.metrics import Metrics
 from cloudnic.agent.service import Call, Service
 from cloudnic.cni import version as cniversion
 from cloudnic.cni.config import parse_netconf
@@ -35,6 +36,7 @@ from cloudnic.errors import (
 
 log = logging.getLogger("cloudnic.agent")
 _ucred = struct.Struct("3i")
+_VERBS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
 
 
 def _error_version(stdin: bytes) -> str:
@@ -52,8 +54,10 @@ def _is_netns(fd: int) -> bool:
 
 
 class Server:
-    def __init__(self, service: Service, socket_path: str, max_request_bytes: int) -> None:
+    def __init__(self, service: Service, socket_path: str, max_request_bytes: int,
+                 metrics: Metrics | None = None) -> None:
         self.service = service
+        self.metrics = metrics or Metrics()
         self.socket_path = socket_path
         self.max_request_bytes = max_request_bytes
         self.sock: socket.socket | None = None
@@ -167,20 +171,25 @@ class Server:
         t0 = time.perf_counter()
         ver = _error_version(req.stdin)
         command = req.env.get("CNI_COMMAND", "")
+        code = 0
         try:
             out = await self._dispatch(req)
             self.served += 1
             return 0, out, b""
         except CNIError as e:
+            code = e.code
             log.info("request failed", extra={"command": command, "code": e.code, "error": str(e)})
             return 1, error_object(e, ver), self._stderr_line(req.request_id, command, e)
         except Exception as e:
             log.exception("request crashed", extra={"command": command})
             err = InternalError(f"cloudnic-agent failed unexpectedly during {command or 'the request'}: "
                                 f"{type(e).__name__}", str(e))
+            code = err.code
             return 1, error_object(err, ver), self._stderr_line(req.request_id, command, err)
         finally:
-            log.debug("request done", extra={"command": command, "ms": round((time.perf_counter() - t0) * 1000, 2)})
+            ms = (time.perf_counter() - t0) * 1000
+            self.metrics.observe_request(command if command in _VERBS else "invalid", code, ms)
+            log.debug("request done", extra={"command": command, "ms": round(ms, 2)})
             request_id.reset(token)
 
     @staticmethod
