@@ -31,6 +31,9 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
             "networks": [{"name": n.name, "mode": n.mode, "mtu": n.mtu} for n in svc.cfg.networks.values()],
             "usage": usage,
         }
+    if op == "audit":
+        from cloudnic.agent.audit import audit
+        return await audit(svc, bool(body.get("fix")))
     if op == "metrics":
         return {"ok": True, "text": server.metrics.render()}
     if op == "attachments":
@@ -45,4 +48,4 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
                         "host_ifname": r.host_ifname, "ips": ips, "mac": mac, "pod_namespace": r.pod_namespace,
                         "pod_name": r.pod_name, "created_at": r.created_at})
         return {"ok": True, "attachments": out}
-    return {"ok": False, "error": f"unknown admin op {op!r}; known: ping, status, attachments, metrics"}
+    return {"ok": False, "error": f"unknown admin op {op!r}; known: ping, status, attachments, metrics, audit"}

@@ -211,7 +211,11 @@ class Server:
             else:
                 raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is not a network namespace")
         call = Call(env=env, conf=conf, netns_fd=fd, netns_errno=req.netns_errno, request_id=req.request_id)
-        svc = self.service
+        async with self.service.gate.shared():
+            return await self._verb(call)
+
+    async def _verb(self, call: Call) -> bytes:
+        svc, env, conf = self.service, call.env, call.conf
         if env.command == "ADD":
             hints = resolve_hints(conf, env)
             prev = parse_result(conf.prev_result) if conf.prev_result is not None else None

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from cloudnic.agent import convert, crash
 from cloudnic.agent.config import AgentConfig, NetworkSettings
-from cloudnic.agent.locks import KeyedLocks
+from cloudnic.agent.locks import Gate, KeyedLocks
 from cloudnic.agent.runtime import Runtime
 from cloudnic.cni import version as cniversion
 from cloudnic.cni.config import NetConf
@@ -64,6 +64,7 @@ class Service:
         self.cfg = cfg
         self.rt = rt
         self.locks = KeyedLocks()
+        self.gate = Gate()        # CNI verbs shared; audit repairs exclusive
         self.ready = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

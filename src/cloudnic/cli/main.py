@@ -14,9 +14,9 @@ from cloudnic.agent import wire
 DEFAULT_SOCKET = os.environ.get("CLOUDNIC_AGENT_SOCKET", "/run/cloudnic/agent.sock")
 
 
-def _call(sock: str, op: str) -> dict[str, Any]:
+def _call(sock: str, op: str, **args: Any) -> dict[str, Any]:
     try:
-        reply = wire.admin_call(sock, {"op": op}, 10.0)
+        reply = wire.admin_call(sock, {"op": op, **args}, 60.0)
     except (OSError, ValueError, wire.WireError) as e:
         raise SystemExit(f"cloudnic: cannot reach cloudnic-agent at {sock}: {e}") from None
     if not reply.get("ok"):
@@ -73,6 +73,24 @@ def cmd_attachments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    rep = _call(args.socket, "audit", fix=args.fix)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        v = rep["views"]
+        print(f"store: {v['store_attachments']} attachment(s), {v['store_ports']} port row(s); "
+              f"kernel: {v['kernel_links']} host link(s); provider: {v['provider_ports']} owned port(s)")
+        if not rep["findings"]:
+            print("no drift: the store, the kernel and the provider agree")
+        rows = [[f["kind"], f["subject"], f["detail"], ("fixed" if f["fixed"] else "FAILED") if rep["fixed"]
+                 else (f["repair"] or "-")] for f in rep["findings"]]
+        if rows:
+            print(table(rows, ["KIND", "SUBJECT", "DETAIL", "REPAIR" if not rep["fixed"] else "RESULT"]))
+    unresolved = [f for f in rep["findings"] if not (rep["fixed"] and f["fixed"])]
+    return 1 if unresolved else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cloudnic.cli.demo import run_demo
     return run_demo(shim=args.shim, keep_going=False)
@@ -88,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("attachments", aliases=["pods"], help="every attachment this node serves")
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=cmd_attachments)
+    au = sub.add_parser("audit", help="compare store, kernel and provider; --fix repairs the drift")
+    au.add_argument("--fix", action="store_true")
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(fn=cmd_audit)
     d = sub.add_parser("demo", help="start a private agent, attach sandboxes, ping, clean up")
     d.add_argument("--shim", default="", help="path of the cloudnic CNI executable")
     d.set_defaults(fn=cmd_demo)
