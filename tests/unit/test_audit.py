@@ -69,7 +69,7 @@ def test_leaked_port_missing_port_and_stale_row(tmp_path: Path) -> None:
 
 
 def test_orphan_link_removed_and_clean_state_has_no_findings(tmp_path: Path) -> None:
-    svc, store, prov, dp, _ = make(tmp_path)
+    svc, _store, _prov, dp, _ = make(tmp_path)
     dp.links = {"cnbbbbbbbbbbb"}
     rep = audit_sync(svc, fix=True)  # type: ignore[arg-type]
     assert [(f["kind"], f["fixed"]) for f in rep["findings"]] == [("orphan-link", True)]
