@@ -1,4 +1,8 @@
-"""cloudnic.dataplane: plug ports into sandboxes (bridge, routed, macvlan) with pyroute2.
+"""cloudnic.dataplane: plug ports into sandboxes with pyroute2.
+
+Modes: ``bridge``, ``routed``, ``macvlan``; for Neutron ``linuxbridge`` (the agent's
+``tap…``/``brq…`` naming, with parking of pooled ports), ``ovs`` (br-int over OVSDB) and
+``macvlan-vlan`` (macvlan on ``<parent>.<vid>``).
 
 ``make_dataplane(mode, **settings)`` builds one; the contract is in ``base.py``.
 Construction touches no kernel object (it only opens the host netns descriptor), so a
@@ -15,23 +19,32 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from cloudnic.dataplane.base import Dataplane
+from cloudnic.dataplane.base import Dataplane, ParkingDataplane
 from cloudnic.dataplane.bridge import BridgeDataplane
 from cloudnic.dataplane.executor import NetnsSafeExecutor
+from cloudnic.dataplane.linuxbridge import LinuxBridgeDataplane, bridge_name, tap_name
 from cloudnic.dataplane.macvlan import MacvlanDataplane
 from cloudnic.dataplane.names import host_ifname_for
 from cloudnic.dataplane.netns import is_netns_fd, thread_poisoned
+from cloudnic.dataplane.ovs import OvsDataplane
+from cloudnic.dataplane.parking import PortParker, park_attachment
 from cloudnic.dataplane.routed import RoutedDataplane
+from cloudnic.dataplane.vlan import VlanMacvlanDataplane
 from cloudnic.errors import InvalidConfig
 
 MODES: dict[str, type[Dataplane]] = {
     "bridge": BridgeDataplane,
     "routed": RoutedDataplane,
     "macvlan": MacvlanDataplane,
+    "linuxbridge": LinuxBridgeDataplane,
+    "ovs": OvsDataplane,
+    "macvlan-vlan": VlanMacvlanDataplane,
 }
 
-__all__ = ["MODES", "BridgeDataplane", "Dataplane", "MacvlanDataplane", "NetnsSafeExecutor",
-           "RoutedDataplane", "host_ifname_for", "is_netns_fd", "make_dataplane", "thread_poisoned"]
+__all__ = ["MODES", "BridgeDataplane", "Dataplane", "LinuxBridgeDataplane", "MacvlanDataplane",
+           "NetnsSafeExecutor", "OvsDataplane", "ParkingDataplane", "PortParker", "RoutedDataplane",
+           "VlanMacvlanDataplane", "bridge_name", "host_ifname_for", "is_netns_fd", "make_dataplane",
+           "park_attachment", "tap_name", "thread_poisoned"]
 
 
 def make_dataplane(mode: str, /, **settings: Any) -> Dataplane:

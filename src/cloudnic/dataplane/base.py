@@ -82,3 +82,33 @@ class Dataplane(abc.ABC):
 
     def close(self) -> None:
         """Release netlink sockets."""
+
+
+class ParkingDataplane(Dataplane):
+    """A dataplane that can pre-plug pooled ports ("parking"; see ``dataplane/parking.py``).
+
+    A parked port has its host end in place (so the IaaS agent on the node already sees
+    it, binds it and applies its security groups) and its sandbox end waiting, down and
+    unaddressed, in a parking netns owned by the agent. ``plug_parked`` moves that end
+    into a sandbox: the ADD hot path with a pool hit. Every verb is idempotent.
+    """
+
+    @abc.abstractmethod
+    def park(self, att: Attachment) -> None:
+        """Create the host end and the parked end of ``att.port_id`` (a no-op when parked)."""
+
+    @abc.abstractmethod
+    def plug_parked(self, sandbox_fd: int, att: Attachment) -> Plugged:
+        """Move the parked end into the sandbox as ``att.ifname`` and configure it (atomic)."""
+
+    @abc.abstractmethod
+    def return_to_park(self, sandbox_fd: int | None, att: Attachment, plugged: Plugged | None = None) -> None:
+        """Scrub the sandbox end and park it again; re-create it when the sandbox is gone."""
+
+    @abc.abstractmethod
+    def unpark(self, att: Attachment) -> None:
+        """Delete both ends of a parked port. Refuses a port plugged into a sandbox."""
+
+    @abc.abstractmethod
+    def parked_ports(self) -> set[str]:
+        """Ids of the ports parked now (what a restarted agent finds)."""

@@ -198,7 +198,11 @@ class _Opened:
                 self.transport.abort()
             self.ipr.close()
             if not self.loop.is_running() and not self.loop.is_closed():
-                self.loop.run_until_complete(asyncio.sleep(0))   # runs connection_lost
+                tick = asyncio.sleep(0)                  # runs connection_lost
+                try:
+                    self.loop.run_until_complete(tick)
+                finally:
+                    tick.close()                         # no "never awaited" warning when it failed
                 self.loop.close()
         except Exception as e:       # closing is best effort
             log.debug("closing a host netlink socket: %s", e)
