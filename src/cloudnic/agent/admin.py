@@ -34,6 +34,8 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     if op == "audit":
         from cloudnic.agent.audit import audit
         return await audit(svc, bool(body.get("fix")))
+    if op == "pools":
+        return {"ok": True, "pools": rt.pools.stats() if rt.pools is not None else []}
     if op == "metrics":
         return {"ok": True, "text": server.metrics.render()}
     if op == "attachments":
@@ -48,4 +50,4 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
                         "host_ifname": r.host_ifname, "ips": ips, "mac": mac, "pod_namespace": r.pod_namespace,
                         "pod_name": r.pod_name, "created_at": r.created_at})
         return {"ok": True, "attachments": out}
-    return {"ok": False, "error": f"unknown admin op {op!r}; known: ping, status, attachments, metrics, audit"}
+    return {"ok": False, "error": f"unknown admin op {op!r}; known: ping, status, attachments, pools, metrics, audit"}

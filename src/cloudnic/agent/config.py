@@ -16,7 +16,7 @@ MODES = {"standalone": ("bridge", "routed", "macvlan"), "neutron": ("linuxbridge
 PROVIDERS = tuple(MODES)
 _AGENT_KEYS = {
     "socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "max_request_bytes",
-    "request_timeout_s", "host_netns", "workers", "metrics_listen",
+    "request_timeout_s", "host_netns", "workers", "metrics_listen", "parking_netns",
 }
 _NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim",
              "subnets", "enable_forwarding", "neutron_network", "subnet", "security_groups", "pool"}
@@ -73,6 +73,7 @@ class AgentConfig:
     host_netns: str = ""
     workers: int = 8
     metrics_listen: str = ""          # "host:port" of the Prometheus endpoint; "" = off
+    parking_netns: str = "cloudnic-parking"   # where pooled ports wait, pre-plugged (linuxbridge)
     provider: str = "standalone"
     provider_settings: dict[str, Any] = field(default_factory=dict)   # [provider] without "type"
     networks: dict[str, NetworkSettings] = field(default_factory=dict)
@@ -187,9 +188,10 @@ def _network(name: str, raw: Any, provider: str) -> NetworkSettings:
         common["security_groups"] = _str_list(f"{where}.security_groups", raw.get("security_groups", []))
         common["pool"] = _pool(f"{where}.pool", raw["pool"]) if "pool" in raw else None
         return NetworkSettings(**common)
-    for key in ("neutron_network", "subnet", "security_groups", "pool"):
+    for key in ("neutron_network", "subnet", "security_groups"):
         if key in raw:
             raise InvalidConfig(f"{where}.{key}: only for provider neutron")
+    common["pool"] = _pool(f"{where}.pool", raw["pool"]) if "pool" in raw else None
     subnets_raw = raw.get("subnets")
     if not subnets_raw:
         raise InvalidConfig(f"{where}.subnets: a network needs at least one subnet ([[{where}.subnets]])")
@@ -207,7 +209,7 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
     _unknown("agent", agent, _AGENT_KEYS)
     kw: dict[str, Any] = {}
     for key in ("socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "host_netns",
-                "metrics_listen"):
+                "metrics_listen", "parking_netns"):
         if key in agent:
             kw[key] = _type(f"agent.{key}", agent[key], str, "a string")
     for key in ("max_request_bytes", "workers"):

@@ -30,6 +30,9 @@ async def run(cfg: AgentConfig) -> int:
     metrics.gauge("cloudnic_journal_pending", lambda: float(len(rt.store.journal_pending())))
     metrics.source(lambda: samples_from_stats("cloudnic_network_addresses", getattr(
         rt.provider, "usage", list)(), ("network", "subnet"), {"used": "gauge", "free": "gauge", "total": "gauge"}))
+    metrics.source(lambda: samples_from_stats("cloudnic_pool", rt.pools.stats() if rt.pools else [], ("key",), {
+        "ready": "gauge", "target": "gauge", "hits": "counter", "misses": "counter", "rekeys": "counter",
+        "refills": "counter", "refill_errors": "counter", "deleted": "counter"}))
     server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics)
     http = MetricsServer(metrics, cfg.metrics_listen, lambda: svc.ready) if cfg.metrics_listen else None
     stop = asyncio.Event()

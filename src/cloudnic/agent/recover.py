@@ -39,7 +39,8 @@ def _undo_add(svc: Service, entry: JournalEntry) -> None:
     try:
         if network in svc.cfg.networks:
             att = Attachment(key=entry.key, ifname=ifname, mac=data.get("mac", ""), mtu=0, addresses=(),
-                             host_ifname=data.get("host_ifname", ""), network_id=network)
+                             host_ifname=data.get("host_ifname", ""), port_id=data.get("port_id", ""),
+                             network_id=data.get("provider_network_id", network))
             if rec is not None and rec.plugged:
                 att = convert.attachment_from_dict(rec.plugged["attachment"])
             rt.dataplane(network).unplug(fd, att, None)
@@ -90,9 +91,20 @@ def reconcile_ports(svc: Service) -> int:
 
 
 def recover(svc: Service) -> dict[str, int]:
-    """Run at start, before the socket accepts requests."""
+    """Run at start, before the socket accepts requests: the journal, then the pools
+    (rebuilt from the store and the provider), then the provider's leaked ports."""
+    report = recover_journal(svc)
+    pools = svc.rt.start_pools()
+    report["pool_keys"] = int(pools.get("keys", 0))
+    report["leaked_ports_deleted"] = reconcile_ports(svc)
+    return report
+
+
+def recover_journal(svc: Service) -> dict[str, int]:
     undone = finished = failed = 0
     for entry in svc.rt.store.journal_pending():
+        if entry.op not in ("ADD", "DEL"):     # the pools' own entries: pool.rebuild() ends them
+            continue
         try:
             if entry.op == "ADD":
                 _undo_add(svc, entry)
@@ -104,5 +116,4 @@ def recover(svc: Service) -> dict[str, int]:
             failed += 1
             log.error("recovery step failed; will retry at the next start",
                       extra={"key": entry.key, "op": entry.op, "error": str(e)})
-    leaked = reconcile_ports(svc)
-    return {"adds_undone": undone, "dels_finished": finished, "failed": failed, "leaked_ports_deleted": leaked}
+    return {"adds_undone": undone, "dels_finished": finished, "failed": failed}

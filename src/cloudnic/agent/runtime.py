@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from cloudnic.agent.config import AgentConfig, NetworkSettings
+from cloudnic.agent.pools import Pools, make_pools
 from cloudnic.dataplane import NetnsSafeExecutor, make_dataplane
 from cloudnic.dataplane.base import Dataplane
 from cloudnic.errors import InvalidConfig, NotFound
-from cloudnic.providers.base import Network, Provider
+from cloudnic.providers.base import Network, Port, Provider
+from cloudnic.providers.neutron import NeutronProvider, settings_from_table
 from cloudnic.providers.standalone import StandaloneProvider
 from cloudnic.store import Store
 
@@ -49,7 +52,16 @@ class Catalog:
         return self._by_id.get(network.id, network.name)
 
 
-def make_network_dataplane(ns: NetworkSettings, host_netns_fd: int | None) -> Dataplane:
+def make_provider(cfg: AgentConfig, store: Store) -> Provider:
+    if cfg.provider == "neutron":
+        return NeutronProvider(settings_from_table(cfg.provider_settings))
+    networks = [ns.provider_network for ns in cfg.networks.values() if ns.provider_network is not None]
+    return StandaloneProvider(store, networks)
+
+
+def make_network_dataplane(ns: NetworkSettings, host_netns_fd: int | None, parking_netns: str) -> Dataplane:
+    if ns.mode == "linuxbridge":
+        return make_dataplane("linuxbridge", mtu=ns.mtu, host_netns_fd=host_netns_fd, parking_netns=parking_netns)
     if ns.mode == "bridge":
         return make_dataplane("bridge", bridge=ns.bridge, mtu=ns.mtu, gateway_on_bridge=ns.gateway_on_bridge,
                               host_netns_fd=host_netns_fd)
@@ -71,14 +83,21 @@ class Runtime:
                 self.host_netns_fd = os.open(cfg.host_netns, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 raise InvalidConfig(f"agent.host_netns {cfg.host_netns!r}: cannot open ({e.strerror})") from e
-        networks = [ns.provider_network for ns in cfg.networks.values() if ns.provider_network is not None]
-        self.provider: Provider = StandaloneProvider(self.store, networks)
+        self.provider: Provider = make_provider(cfg, self.store)
         self.catalog = Catalog(self.provider, {name: ns.neutron_network or name
                                                for name, ns in cfg.networks.items()})
-        self._dataplanes = {name: make_network_dataplane(ns, self.host_netns_fd)
+        self._dataplanes = {name: make_network_dataplane(ns, self.host_netns_fd, cfg.parking_netns)
                             for name, ns in cfg.networks.items()}
         # worker threads enter sandbox netns; a thread that cannot return to its own is retired
+        self.pools: Pools | None = None        # set up by start_pools() after recovery
         self.executor = NetnsSafeExecutor(max_workers=cfg.workers, thread_name_prefix="cloudnic-worker")
+
+    def wait_active(self, port: Port) -> Port:
+        """After plugging a port made on demand: wait (bounded) until the provider reports it
+        ACTIVE, when the provider is configured so (neutron ``port_ready = "active"``)."""
+        if isinstance(self.provider, NeutronProvider) and self.provider.settings.port_ready == "active":
+            return self.provider.wait_active(port.id)
+        return port
 
     def dataplane(self, network: str) -> Dataplane:
         try:
@@ -96,7 +115,14 @@ class Runtime:
         rows = [r for r in usage() if r["network"] == network]
         return sum(int(r["free"]) for r in rows) if rows else None
 
+    def start_pools(self) -> dict[str, Any]:
+        """Build the warm pools (rebuilt from the store and the provider, then pre-warmed)."""
+        self.pools = make_pools(self.cfg, self.provider, self.store, self.catalog.get, self._dataplanes)
+        return self.pools.start(self.executor) if self.pools is not None else {"keys": 0}
+
     def close(self) -> None:
+        if self.pools is not None:
+            self.pools.stop()
         self.executor.shutdown(wait=True)
         for dp in self._dataplanes.values():
             dp.close()

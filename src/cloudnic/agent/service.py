@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from cloudnic.agent import convert, crash
@@ -25,7 +26,7 @@ from cloudnic.cni.env import Env
 from cloudnic.cni.hints import Hints
 from cloudnic.cni.result import Result, parse_result
 from cloudnic.dataplane import host_ifname_for
-from cloudnic.dataplane.base import Attachment, Plugged
+from cloudnic.dataplane.base import Attachment, ParkingDataplane, Plugged
 from cloudnic.errors import (
     CheckFailed,
     CNIError,
@@ -37,6 +38,7 @@ from cloudnic.errors import (
     UnknownContainer,
 )
 from cloudnic.ipam.resolve import Defaults, Request, build_port_spec, choose_network, find_subnet
+from cloudnic.pool import PoolKey, port_data, port_from_record
 from cloudnic.providers.base import Port
 from cloudnic.store import AttachmentRecord, PortRecord
 
@@ -119,29 +121,43 @@ class Service:
                                cluster_id=self.cfg.cluster_id)
         dataplane = rt.dataplane(net_settings.name)
         host_ifname = host_ifname_for(key)
+        pool_key = rt.pools.key_for(spec) if rt.pools is not None else None
         jid = await self.run(rt.store.journal_begin, "ADD", key, {
-            "network": net_settings.name, "netns": env.netns, "host_ifname": host_ifname, "mode": net_settings.mode})
+            "network": net_settings.name, "provider_network_id": network.id, "netns": env.netns,
+            "host_ifname": host_ifname, "mode": net_settings.mode})
         crash.point("add:journaled")
         undo: list[tuple[str, Callable[[], None]]] = []
         try:
             t0 = time.perf_counter()
-            port = (await self.run(rt.provider.create_ports, spec, 1))[0]
+            port = None
+            if pool_key is not None and rt.pools is not None:      # a pool hit makes no provider call
+                port = await self.run(partial(rt.pools.manager.acquire, pool_key, attachment_key=key))
+            if port is None:
+                pool_key = None
+                port = (await self.run(rt.provider.create_ports, spec, 1))[0]
             crash.point("add:port-created")
-            await self.run(rt.store.journal_update, jid, {"port_id": port.id, "mac": port.mac})
+            await self.run(rt.store.journal_update, jid, {"port_id": port.id, "mac": port.mac,
+                                                          "pool_key": pool_key.encode() if pool_key else ""})
             crash.point("add:port-journaled")
-            undo.append(("delete port", lambda: rt.provider.delete_ports([port.id])))
+            undo.append(("give back the port", partial(self._give_back, port, pool_key)))
             t_port = time.perf_counter()
             subnets = {s.id: s for s in network.subnets}
             mtu = conf.mtu or net_settings.mtu or network.mtu or 1500
             att = convert.build_attachment(key, env.ifname, host_ifname, port, subnets, mtu)
-            plugged = await self.run(dataplane.plug, fd, att)
-            undo.append(("unplug", lambda: dataplane.unplug(fd, att, plugged)))
+            if pool_key is not None and isinstance(dataplane, ParkingDataplane):
+                plugged = await self.run(dataplane.plug_parked, fd, att)
+                undo.append(("park again", lambda: dataplane.return_to_park(fd, att, plugged)))
+            else:
+                plugged = await self.run(dataplane.plug, fd, att)
+                undo.append(("unplug", lambda: dataplane.unplug(fd, att, plugged)))
+            if pool_key is None:        # pooled ports are ACTIVE already; a fresh one may be waited for
+                port = await self.run(rt.wait_active, port)
             t_plug = time.perf_counter()
             crash.point("add:plugged")
             result = convert.build_result(att, plugged, env.netns, net_settings.mode, subnets, port)
             result_dict = result.to_dict("1.1.0")
             rec = self._record(call, key, port, att, plugged, net_settings, result_dict, hints)
-            await self.run(self._commit_add, rec, port, jid)
+            await self.run(self._commit_add, rec, port, jid, pool_key)
             log.info("ADD done", extra={
                 "key": key, "port": port.id, "ips": [str(a) for a in att.addresses],
                 "port_ms": round((t_port - t0) * 1000, 2), "plug_ms": round((t_plug - t_port) * 1000, 2)})
@@ -159,16 +175,26 @@ class Service:
                 await self.run(rt.store.journal_end, jid)
             raise
 
-    def _commit_add(self, rec: AttachmentRecord, port: Port, jid: int) -> None:
+    def _commit_add(self, rec: AttachmentRecord, port: Port, jid: int, pool_key: PoolKey | None) -> None:
         store = self.rt.store
         now = time.time()
         with store.transaction():
+            old = store.get_port(port.id)       # a pool hit's row carries the pool's data: keep it
             store.put_port(PortRecord(
                 port_id=port.id, provider=self.cfg.provider, network_id=port.network_id, state="assigned",
                 mac=port.mac, fixed_ips=tuple((f.subnet_id, str(f.address)) for f in port.fixed_ips),
-                pool_key="", attachment_key=rec.key, data={"name": port.name}, created_at=now, updated_at=now))
+                pool_key=pool_key.encode() if pool_key else "", attachment_key=rec.key,
+                data={**(old.data if old else {}), **port_data(port)}, created_at=now, updated_at=now))
             store.put_attachment(rec)
             store.journal_end(jid)
+
+    def _give_back(self, port: Port, pool_key: PoolKey | None) -> None:
+        """Undo of getting a port: back to its pool, or delete it."""
+        if pool_key is not None and self.rt.pools is not None:
+            self.rt.pools.manager.release(port, pool_key)
+        else:
+            self.rt.provider.delete_ports([port.id])
+            self.rt.store.delete_port(port.id)
 
     def _record(self, call: Call, key: str, port: Port, att: Attachment, plugged: Plugged,
                 net: NetworkSettings, result: dict[str, Any], hints: Hints) -> AttachmentRecord:
@@ -241,14 +267,22 @@ class Service:
         att = convert.attachment_from_dict(rec.plugged["attachment"]) if rec.plugged else None
         plugged = convert.plugged_from_dict(rec.plugged["plugged"]) if rec.plugged else None
         network = rec.plugged.get("network", "") if rec.plugged else ""
-        if att is not None and network in self.cfg.networks:
-            rt.dataplane(network).unplug(fd, att, plugged)
+        row = rt.store.get_port(rec.port_id) if rec.port_id else None
+        pool_key = PoolKey.decode(row.pool_key) if row is not None and row.pool_key and rt.pools else None
+        dp = rt.dataplane(network) if att is not None and network in self.cfg.networks else None
+        if dp is not None and att is not None:
+            if pool_key is not None and isinstance(dp, ParkingDataplane):
+                dp.return_to_park(fd, att, plugged)          # scrubbed and parked for the next pod
+            else:
+                dp.unplug(fd, att, plugged)
         crash.point("del:unplugged")
-        if rec.port_id:
+        if pool_key is not None and row is not None and rt.pools is not None:
+            rt.pools.manager.release(port_from_record(row), pool_key)   # pooled again, or deleted
+        elif rec.port_id:
             rt.provider.delete_ports([rec.port_id])
         crash.point("del:port-deleted")
         with rt.store.transaction():
-            if rec.port_id:
+            if rec.port_id and pool_key is None:
                 rt.store.delete_port(rec.port_id)
             rt.store.delete_attachment(rec.key)
             if jid is not None:
@@ -328,9 +362,17 @@ class Service:
         if not self.ready:
             raise NotAvailable("cloudnic-agent is starting (recovering its journal)")
         health = await self.run(self.rt.provider.health)
-        if not health.ok:
-            raise NotAvailable(f"provider {self.cfg.provider} is not healthy: {health.detail}")
         network = call.conf.network
+        if not health.ok:
+            # ADDs can still be served from the warm pool while the provider is down
+            pools = self.rt.pools
+            net = pools.networks.get(network) if pools is not None else None
+            ready = sum(int(p["ready"]) for p in pools.stats() if net is not None and p["network_id"] == net.id) \
+                if pools is not None else 0
+            if ready == 0:
+                raise NotAvailable(f"provider {self.cfg.provider} is not reachable and network {network!r} has no "
+                                   f"pooled port ready: {health.detail}")
+            log.warning("provider down; serving from the pool", extra={"ready": ready, "network": network})
         free = await self.run(self.rt.free_addresses, network)
         if free is not None and free <= 0:
             raise NotAvailable(f"network {network!r} has no free address; add a subnet or widen one")

@@ -73,6 +73,21 @@ def cmd_attachments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pools(args: argparse.Namespace) -> int:
+    pools = _call(args.socket, "pools")["pools"]
+    if args.json:
+        print(json.dumps(pools, indent=2))
+        return 0
+    if not pools:
+        print("no warm pools are configured ([networks.NAME.pool])")
+        return 0
+    rows = [[p.get("label", p.get("key", "")), p.get("ready", ""), p.get("target", ""), p.get("in_flight", ""),
+             p.get("hits", ""), p.get("misses", ""), p.get("rekeys", ""), p.get("refills", ""),
+             p.get("refill_errors", "")] for p in pools]
+    print(table(rows, ["POOL", "READY", "TARGET", "IN FLIGHT", "HITS", "MISSES", "REKEYS", "REFILLS", "ERRORS"]))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     rep = _call(args.socket, "audit", fix=args.fix)
     if args.json:
@@ -106,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("attachments", aliases=["pods"], help="every attachment this node serves")
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=cmd_attachments)
+    po = sub.add_parser("pools", help="warm pools: ready vs target, hits, misses, refills")
+    po.add_argument("--json", action="store_true")
+    po.set_defaults(fn=cmd_pools)
     au = sub.add_parser("audit", help="compare store, kernel and provider; --fix repairs the drift")
     au.add_argument("--fix", action="store_true")
     au.add_argument("--json", action="store_true")
