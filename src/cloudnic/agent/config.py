@@ -39,7 +39,7 @@ class NetworkSettings:
 
     name: str
     mode: str = "bridge"
-    mtu: int = 1500
+    mtu: int = 1500                    # 0: the provider network's MTU (neutron)
     bridge: str = ""
     gateway_on_bridge: bool = True
     parent: str = ""
@@ -160,8 +160,9 @@ def _network(name: str, raw: Any, provider: str) -> NetworkSettings:
     mode = _type(f"{where}.mode", raw.get("mode", modes[0]), str, "a string")
     if mode not in modes:
         raise InvalidConfig(f"{where}.mode: {mode!r} is not one of {', '.join(modes)} (provider {provider})")
-    mtu = _type(f"{where}.mtu", raw.get("mtu", 1500), int, "an integer")
-    if not 68 <= mtu <= 65535:
+    # with Neutron the network's own MTU applies unless the config overrides it (0 = Neutron's)
+    mtu = _type(f"{where}.mtu", raw.get("mtu", 0 if provider == "neutron" else 1500), int, "an integer")
+    if mtu and not 68 <= mtu <= 65535:
         raise InvalidConfig(f"{where}.mtu: {mtu} is outside 68..65535")
     bridge = raw.get("bridge", "")
     bridge = _ifname(f"{where}.bridge", bridge) if bridge else ("cn-" + name)[:15]

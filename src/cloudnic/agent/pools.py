@@ -51,7 +51,7 @@ class Pools:
         self.settings_by_id: dict[str, NetworkSettings] = {
             net.id: cfg.networks[name] for name, net in networks.items()}
         parker = NetworkParker({net.id: dataplanes[name] for name, net in networks.items()},
-                               {net.id: cfg.networks[name].mtu for name, net in networks.items()})
+                               {net.id: cfg.networks[name].mtu or net.mtu or 0 for name, net in networks.items()})
         self.manager = PoolManager(
             provider, store, node=cfg.node_name, cluster_id=cfg.cluster_id, spec_for=self.spec_for,
             parker=parker, policy_for=self.policy_for, provider_name=cfg.provider)
