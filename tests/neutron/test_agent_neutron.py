@@ -53,6 +53,10 @@ def node() -> Iterator[str]:
 
 
 def start(tmp: Path, node: str, text: str) -> AgentHandle:
+    """Start an agent; a restart on the same ``tmp`` reuses its config (and parking netns)."""
+    path = tmp / "agent.toml"
+    if path.exists():
+        return start_agent(tmp, path.read_text(), timeout=90)
     cfg = agent_config(tmp, text, host_netns=f"/run/netns/{node}").replace('node_name = "test-node"',
                                                                           f'node_name = "{NODE}"')
     return start_agent(tmp, cfg, timeout=90)
@@ -203,7 +207,7 @@ def test_pool_serves_adds_without_neutron_calls(neutron: NeutronPeer, neutron_pr
             for n in names:
                 sh("ip", "netns", "del", n, check=False)
         # restart: the pool is rebuilt from Neutron by tags; the store and Neutron agree
-        assert stop_agent(agent) == 0
+        assert stop_agent(agent, keep_parking=True) == 0   # parked ports survive a restart
         agent = start(tmp_path, node, agent_toml(counter.url, neutron_project, net, pool=pool))
         audit = agent.admin({"op": "audit"})
         assert audit["findings"] == [], json.dumps(audit, indent=1)

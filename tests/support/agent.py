@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,8 @@ def agent_config(tmp_dir: Path, networks_toml: str, *, host_netns: str | None = 
         'cluster_id = "test"',
         'log_level = "debug"',
     ]
+    # a parking netns of its own (pooled linuxbridge ports wait there); removed by stop_agent
+    lines.append(f'parking_netns = "cnt-park-{uuid.uuid4().hex[:8]}"')
     if host_netns:
         lines.append(f'host_netns = "{host_netns}"')
     if extra_agent:
@@ -77,7 +81,9 @@ def start_agent(tmp_dir: Path, config_text: str, *, timeout: float = 20.0) -> Ag
         time.sleep(0.05)
 
 
-def stop_agent(handle: AgentHandle, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+def stop_agent(handle: AgentHandle, sig: int = signal.SIGTERM, timeout: float = 20.0,
+               keep_parking: bool = False) -> int:
+    """Stop the agent; its parking netns goes too unless ``keep_parking`` (a restart test)."""
     if handle.proc.poll() is None:
         handle.proc.send_signal(sig)
         try:
@@ -85,6 +91,10 @@ def stop_agent(handle: AgentHandle, sig: int = signal.SIGTERM, timeout: float = 
         except subprocess.TimeoutExpired:
             handle.proc.kill()
             handle.proc.wait()
+    if not keep_parking:
+        m = re.search(r'^parking_netns = "([^"]+)"', handle.config_path.read_text(), re.M)
+        if m and os.path.exists(f"/run/netns/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", m.group(1)], capture_output=True)
     return handle.proc.returncode
 
 
