@@ -4,8 +4,10 @@ ports with the right fields and tags, the sandbox matching the port, pools that 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,5 +214,31 @@ def test_pool_serves_adds_without_neutron_calls(neutron: NeutronPeer, neutron_pr
         audit = agent.admin({"op": "audit"})
         assert audit["findings"] == [], json.dumps(audit, indent=1)
         assert audit["views"]["provider_ports"] == audit["views"]["store_ports"] == len(neutron_project.ports())
+    finally:
+        stop_agent(agent)
+
+
+def test_metrics_count_every_neutron_call(neutron: NeutronPeer, neutron_project: Project, node: str,
+                                         tmp_path: Path) -> None:
+    neutron.fake_agent(NODE)
+    net = neutron_project.network(cidr="10.77.10.0/24")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = agent_toml(neutron.counting_endpoint.url, neutron_project, net)
+    cfg = agent_config(tmp_path, text, host_netns=f"/run/netns/{node}").replace(
+        'node_name = "test-node"', f'node_name = "{NODE}"\nmetrics_listen = "127.0.0.1:{port}"')
+    agent = start_agent(tmp_path, cfg, timeout=90)
+    try:
+        with netns(uniq("cnn-sb-")) as sb:
+            assert run_cni("ADD", conf(), socket=agent.socket, container_id="m1", netns=f"/run/netns/{sb}").code == 0
+            assert run_cni("DEL", conf(), socket=agent.socket, container_id="m1", netns=f"/run/netns/{sb}").code == 0
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in page.splitlines()
+                   if line and not line.startswith("#")}
+        creates = [v for k, v in samples.items() if k.startswith("cloudnic_provider_calls_total") and "create" in k]
+        assert creates and sum(creates) >= 1, page
+        assert any(k.startswith("cloudnic_provider_call_seconds_bucket") for k in samples)
+        assert page.count("# TYPE cloudnic_provider_call_seconds histogram") == 1
     finally:
         stop_agent(agent)

@@ -11,7 +11,7 @@ import sys
 from cloudnic import __version__
 from cloudnic.agent import log as agentlog
 from cloudnic.agent.config import AgentConfig, load_config
-from cloudnic.agent.metrics import Metrics, MetricsServer, samples_from_stats
+from cloudnic.agent.metrics import Metrics, MetricsServer, provider_call_samples, samples_from_stats
 from cloudnic.agent.recover import recover
 from cloudnic.agent.runtime import Runtime
 from cloudnic.agent.server import Server
@@ -33,6 +33,7 @@ async def run(cfg: AgentConfig) -> int:
     metrics.source(lambda: samples_from_stats("cloudnic_pool", rt.pools.stats() if rt.pools else [], ("key",), {
         "ready": "gauge", "target": "gauge", "hits": "counter", "misses": "counter", "rekeys": "counter",
         "refills": "counter", "refill_errors": "counter", "deleted": "counter"}))
+    metrics.source(lambda: provider_call_samples(rt.provider))
     server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics)
     http = MetricsServer(metrics, cfg.metrics_listen, lambda: svc.ready) if cfg.metrics_listen else None
     stop = asyncio.Event()

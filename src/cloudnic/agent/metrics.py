@@ -92,9 +92,12 @@ class Metrics:
                 log.warning("metric source failed", extra={"error": str(e)})
                 continue
             for name, kind, labels, value in samples:
-                if name not in seen:
-                    out.append(f"# TYPE {name} {kind}")
-                    seen.add(name)
+                base = name
+                if kind == "histogram":        # one TYPE line for name_bucket/_sum/_count
+                    base = next((name[: -len(s)] for s in ("_bucket", "_sum", "_count") if name.endswith(s)), name)
+                if base not in seen:
+                    out.append(f"# TYPE {base} {kind}")
+                    seen.add(base)
                 out.append(f"{name}{_labels(labels)} {value}")
         return "\n".join(out) + "\n"
 
@@ -159,4 +162,25 @@ def samples_from_stats(prefix: str, rows: Iterable[dict[str, Any]], label_keys: 
         for key, kind in value_keys.items():
             if key in row and isinstance(row[key], int | float):
                 out.append((f"{prefix}_{key}", kind, labels, float(row[key])))
+    return out
+
+
+def provider_call_samples(provider: Any) -> list[tuple[str, str, dict[str, str], float]]:
+    """Every IaaS call the provider made: count, errors, retries, latency histogram (seconds)."""
+    stats = getattr(provider, "stats", None)
+    if stats is None or not hasattr(stats, "snapshot"):
+        return []
+    out: list[tuple[str, str, dict[str, str], float]] = []
+    for op, st in sorted(stats.snapshot().items()):
+        labels = {"op": op}
+        out.append(("cloudnic_provider_calls_total", "counter", labels, float(st.count)))
+        out.append(("cloudnic_provider_call_errors_total", "counter", labels, float(st.errors)))
+        out.append(("cloudnic_provider_call_retries_total", "counter", labels, float(st.retries)))
+        for le, n in st.buckets:
+            out.append(("cloudnic_provider_call_seconds_bucket", "histogram", {**labels, "le": str(le)}, float(n)))
+        out.append(("cloudnic_provider_call_seconds_bucket", "histogram", {**labels, "le": "+Inf"}, float(st.count)))
+        out.append(("cloudnic_provider_call_seconds_sum", "histogram", labels, float(st.sum_s)))
+        out.append(("cloudnic_provider_call_seconds_count", "histogram", labels, float(st.count)))
+        for kind, n in st.errors_by_kind:
+            out.append(("cloudnic_provider_call_errors_by_kind_total", "counter", {**labels, "kind": kind}, float(n)))
     return out
