@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,16 @@ def test_audit_reports_and_fixes_drift(tmp_path: Path) -> None:
         assert cli(agent.socket, "audit").returncode == 0
         assert run_cni("DEL", conf("anet"), socket=agent.socket, container_id="keep",
                        netns=f"/run/netns/{sb1}").code == 0
+
+
+def test_periodic_reconcile_removes_an_orphan_link(tmp_path: Path) -> None:
+    with netns(unique("cna-node-")) as node, running_agent(tmp_path, NETWORKS, host_netns=f"/run/netns/{node}",
+                                                             extra_agent="reconcile_interval_s = 0.5") as agent:
+        sh("ip", "-n", node, "link", "add", "cn00000000abc", "type", "veth", "peer", "name", "cna-peer1")
+        sh("ip", "-n", node, "link", "add", "cna-br0", "type", "bridge")
+        sh("ip", "-n", node, "link", "set", "cn00000000abc", "master", "cna-br0")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "cn00000000abc" in {ln["ifname"] for ln in ip_json(node, "link", "show")}:
+            time.sleep(0.2)
+        assert "cn00000000abc" not in {ln["ifname"] for ln in ip_json(node, "link", "show")}
+        assert "periodic reconcile repaired drift" in agent.log_text()

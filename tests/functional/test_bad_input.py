@@ -97,6 +97,8 @@ CASES = [
     Case("netns-does-not-exist", 4, "CNI_NETNS", env={"CNI_NETNS": "/run/netns/cnf-no-such-ns"}),
     Case("netns-regular-file", 4, "CNI_NETNS", env={"CNI_NETNS": "/etc/hostname"}),
     Case("netns-relative", 4, "CNI_NETNS", env={"CNI_NETNS": "run/netns/x"}),
+    Case("netns-is-the-host", 4, "node's own", env={"CNI_NETNS": "/proc/self/ns/net"}),
+    Case("netns-is-the-host-del", 4, "node's own", env={"CNI_NETNS": "/proc/self/ns/net"}, command="DEL"),
     Case("unknown-command", 4, "CNI_COMMAND", command="FROB"),
     Case("missing-command", 4, "CNI_COMMAND", drop=("CNI_COMMAND",)),
     Case("ifname-exists", 7, "CNI_IFNAME", env={"CNI_IFNAME": "dummy0"}),

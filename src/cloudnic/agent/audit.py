@@ -7,6 +7,7 @@ service gate held exclusive, so no ADD or DEL is half-way while they look.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -124,3 +125,19 @@ async def audit(svc: Service, fix: bool) -> dict[str, Any]:
         return await svc.run(audit_sync, svc, False)
     async with svc.gate.exclusive():
         return await svc.run(audit_sync, svc, True)
+
+
+async def periodic(svc: Service, interval_s: float) -> None:
+    """Reconcile the three views every ``interval_s`` and repair drift (logged)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            report = await audit(svc, fix=True)
+        except CNIError as e:      # the provider may be down: try again next round
+            log.warning("periodic reconcile failed", extra={"error": str(e)})
+            continue
+        except Exception:
+            log.exception("periodic reconcile crashed")
+            continue
+        if report["findings"]:
+            log.warning("periodic reconcile repaired drift", extra={"findings": report["findings"]})

@@ -16,7 +16,7 @@ MODES = {"standalone": ("bridge", "routed", "macvlan"), "neutron": ("linuxbridge
 PROVIDERS = tuple(MODES)
 _AGENT_KEYS = {
     "socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "max_request_bytes",
-    "request_timeout_s", "host_netns", "workers", "metrics_listen", "parking_netns",
+    "request_timeout_s", "host_netns", "workers", "metrics_listen", "parking_netns", "reconcile_interval_s",
 }
 _NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim",
              "subnets", "enable_forwarding", "neutron_network", "subnet", "security_groups", "pool"}
@@ -74,6 +74,7 @@ class AgentConfig:
     workers: int = 8
     metrics_listen: str = ""          # "host:port" of the Prometheus endpoint; "" = off
     parking_netns: str = "cloudnic-parking"   # where pooled ports wait, pre-plugged (linuxbridge)
+    reconcile_interval_s: float = 300.0       # periodic audit --fix; 0 = only at start
     provider: str = "standalone"
     provider_settings: dict[str, Any] = field(default_factory=dict)   # [provider] without "type"
     networks: dict[str, NetworkSettings] = field(default_factory=dict)
@@ -218,10 +219,10 @@ def parse_config(data: dict[str, Any], *, state_dir: str | None = None, socket_p
             kw[key] = _type(f"agent.{key}", agent[key], int, "an integer")
             if kw[key] < 1:
                 raise InvalidConfig(f"agent.{key}: must be positive")
-    for key in ("request_timeout_s",):
+    for key in ("request_timeout_s", "reconcile_interval_s"):
         if key in agent:
             kw[key] = float(_type(f"agent.{key}", agent[key], (int, float), "a number of seconds"))
-            if kw[key] <= 0:
+            if kw[key] < 0 or (kw[key] == 0 and key == "request_timeout_s"):
                 raise InvalidConfig(f"agent.{key}: must be positive")
     if kw.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise InvalidConfig(f"agent.log_level: {kw['log_level']!r} is not debug, info, warning or error")

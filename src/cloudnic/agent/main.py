@@ -10,6 +10,7 @@ import sys
 
 from cloudnic import __version__
 from cloudnic.agent import log as agentlog
+from cloudnic.agent.audit import periodic
 from cloudnic.agent.config import AgentConfig, load_config
 from cloudnic.agent.metrics import Metrics, MetricsServer, provider_call_samples, samples_from_stats
 from cloudnic.agent.recover import recover
@@ -36,6 +37,7 @@ async def run(cfg: AgentConfig) -> int:
     metrics.source(lambda: provider_call_samples(rt.provider))
     server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics)
     http = MetricsServer(metrics, cfg.metrics_listen, lambda: svc.ready) if cfg.metrics_listen else None
+    reconciler: asyncio.Future[None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -47,12 +49,16 @@ async def run(cfg: AgentConfig) -> int:
         if http is not None:
             await http.start()
         svc.ready = True
+        if cfg.reconcile_interval_s > 0:
+            reconciler = asyncio.ensure_future(periodic(svc, cfg.reconcile_interval_s))
         log.info("cloudnic-agent serving", extra={"socket": cfg.socket, "version": __version__,
                                                    "networks": list(cfg.networks), "node": cfg.node_name})
         await server.serve(stop)
         log.info("shutting down")
         await server.drain(timeout=cfg.request_timeout_s)
     finally:
+        if reconciler is not None:
+            reconciler.cancel()
         if http is not None:
             await http.stop()
         server.close()

@@ -100,6 +100,14 @@ class Runtime:
             return self.provider.wait_active(port.id)
         return port
 
+    def node_netns_ids(self) -> set[tuple[int, int]]:
+        """(dev, inode) of the agent's own netns and of the node netns: never a sandbox."""
+        ids = {(st.st_dev, st.st_ino) for st in [os.stat("/proc/self/ns/net")]}
+        if self.host_netns_fd is not None:
+            st = os.fstat(self.host_netns_fd)
+            ids.add((st.st_dev, st.st_ino))
+        return ids
+
     def dataplane(self, network: str) -> Dataplane:
         try:
             return self._dataplanes[network]

@@ -58,6 +58,7 @@ class Server:
                  metrics: Metrics | None = None) -> None:
         self.service = service
         self.metrics = metrics or Metrics()
+        self.node_netns = service.rt.node_netns_ids()
         self.socket_path = socket_path
         self.max_request_bytes = max_request_bytes
         self.sock: socket.socket | None = None
@@ -210,6 +211,11 @@ class Server:
                 fd = None                  # (the descriptor is closed with the connection)
             else:
                 raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is not a network namespace")
+        if fd is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) in self.node_netns:
+                raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is the node's own network namespace, "
+                                         "not a sandbox's; refusing to plumb it")
         call = Call(env=env, conf=conf, netns_fd=fd, netns_errno=req.netns_errno, request_id=req.request_id)
         async with self.service.gate.shared():
             return await self._verb(call)
