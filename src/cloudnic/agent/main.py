@@ -82,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     agentlog.setup(args.log_level or cfg.log_level, cfg.log_file)
     if args.check_config:
-        print(f"config ok: {len(cfg.networks)} network(s)")
+        if cfg.provider == "neutron":       # the provider's own keys and its secret files
+            from cloudnic.providers.neutron import settings_from_table
+            try:
+                settings_from_table(cfg.provider_settings)
+            except CNIError as e:
+                print(f"cloudnic-agent: {e}", file=sys.stderr)
+                return 2
+        print(f"config ok: {len(cfg.networks)} network(s), provider {cfg.provider}")
         return 0
     try:
         return asyncio.run(run(cfg))
