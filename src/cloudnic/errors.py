@@ -76,9 +76,17 @@ class NotAvailableDegraded(CNIError):
 
 
 class AddressUnavailable(CNIError):
-    """A requested address is outside its subnet, excluded, or held by someone else."""
+    """A requested address is outside its subnet, excluded, or held by someone else.
+
+    ``holder`` is the id of the port holding it, when known, so that the agent can tell a
+    live pod's port from a stale one of its own.
+    """
 
     code = 100
+
+    def __init__(self, msg: str, details: str = "", holder: str = "") -> None:
+        super().__init__(msg, details)
+        self.holder = holder
 
 
 class AddressExhausted(CNIError):

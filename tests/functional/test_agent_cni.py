@@ -327,3 +327,18 @@ def test_add_after_another_plugin_passes_its_result_through(agent: AgentHandle, 
     ours = [ip for ip in res["ips"] if ip["address"].startswith("10.91.")]
     assert ours and all(ip["interface"] == eth0 for ip in ours)
     assert delete(agent, sandbox, "fbridge", cid).code == 0
+
+
+def test_static_ip_of_a_sandbox_gone_without_del_is_reclaimed(agent: AgentHandle, sandbox: str) -> None:
+    gone = unique("cnf-sb-")
+    sh("ip", "netns", "add", gone)
+    cid_old, r = add(agent, gone, "fbridge", args="IP=10.91.0.120")
+    assert r.code == 0
+    sh("ip", "netns", "del", gone)               # the sandbox vanished; its DEL never came
+    cid_new, r2 = add(agent, sandbox, "fbridge", args="IP=10.91.0.120")
+    assert r2.code == 0, r2.stdout
+    ids = {a["container_id"] for a in agent.admin({"op": "attachments"})["attachments"]}
+    assert cid_old not in ids and cid_new in ids
+    assert "releasing the attachment of a sandbox that is gone" in agent.log_text()
+    assert delete(agent, None, "fbridge", cid_old).code == 0           # the runtime's late DEL is harmless
+    assert delete(agent, sandbox, "fbridge", cid_new).code == 0

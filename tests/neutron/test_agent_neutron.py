@@ -242,3 +242,36 @@ def test_metrics_count_every_neutron_call(neutron: NeutronPeer, neutron_project:
         assert page.count("# TYPE cloudnic_provider_call_seconds histogram") == 1
     finally:
         stop_agent(agent)
+
+
+def test_static_ip_held_by_a_leaked_port_of_this_node_is_reclaimed(neutron: NeutronPeer, neutron_project: Project,
+                                                                     node: str, tmp_path: Path) -> None:
+    neutron.fake_agent(NODE)
+    net = neutron_project.network(cidr="10.77.11.0/24")
+    conn = neutron.conn().network
+    # a port this node's agent made and then lost track of (a crash before the journal knew it)
+    leaked = conn.create_port(network_id=net.network_id, project_id=neutron_project.id,
+                              fixed_ips=[{"subnet_id": net.subnet_id, "ip_address": "10.77.11.50"}])
+    conn.set_tags(leaked, ["cloudnic:cluster=test", f"cloudnic:node={NODE}"])
+    # and one another owner holds
+    foreign = conn.create_port(network_id=net.network_id, project_id=neutron_project.id,
+                               fixed_ips=[{"subnet_id": net.subnet_id, "ip_address": "10.77.11.51"}])
+    agent = start(tmp_path, node, agent_toml(neutron.counting_endpoint.url, neutron_project, net))
+    try:
+        assert conn.find_port(leaked.id) is None          # the start-up reconcile deleted the first leak
+        # make another one while the agent runs
+        leaked2 = conn.create_port(network_id=net.network_id, project_id=neutron_project.id,
+                                   fixed_ips=[{"subnet_id": net.subnet_id, "ip_address": "10.77.11.52"}])
+        conn.set_tags(leaked2, ["cloudnic:cluster=test", f"cloudnic:node={NODE}"])
+        with netns(uniq("cnn-sb-")) as sb:
+            ok = run_cni("ADD", conf(), socket=agent.socket, container_id="s1", netns=f"/run/netns/{sb}",
+                         args="IP=10.77.11.52")
+            assert ok.code == 0, ok.stdout
+            assert conn.find_port(leaked2.id) is None                      # the stale port was reclaimed
+            refused = run_cni("ADD", conf(), socket=agent.socket, container_id="s2", netns=f"/run/netns/{sb}",
+                              ifname="eth1", args="IP=10.77.11.51")
+            assert refused.code == 1 and refused.json["code"] == 100 and foreign.id in refused.json["msg"]
+            assert conn.find_port(foreign.id) is not None                  # never another owner's port
+            assert run_cni("DEL", conf(), socket=agent.socket, container_id="s1", netns=f"/run/netns/{sb}").code == 0
+    finally:
+        stop_agent(agent)

@@ -27,6 +27,10 @@ class KeyedLocks:
             else:
                 self._locks[key] = (lock, users - 1)
 
+    def busy(self, key: str) -> bool:
+        """True while an operation on ``key`` holds or waits for its lock."""
+        return key in self._locks
+
     def __len__(self) -> int:
         return len(self._locks)
 

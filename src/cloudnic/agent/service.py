@@ -28,6 +28,7 @@ from cloudnic.cni.result import Result, parse_result
 from cloudnic.dataplane import host_ifname_for
 from cloudnic.dataplane.base import Attachment, ParkingDataplane, Plugged
 from cloudnic.errors import (
+    AddressUnavailable,
     CheckFailed,
     CNIError,
     IncompatibleVersion,
@@ -134,7 +135,12 @@ class Service:
                 port = await self.run(partial(rt.pools.manager.acquire, pool_key, attachment_key=key))
             if port is None:
                 pool_key = None
-                port = (await self.run(rt.provider.create_ports, spec, 1))[0]
+                try:
+                    port = (await self.run(rt.provider.create_ports, spec, 1))[0]
+                except AddressUnavailable as e:     # a static IP/MAC held by a stale port of ours?
+                    if not e.holder or not await self._reclaim(e.holder, call):
+                        raise
+                    port = (await self.run(rt.provider.create_ports, spec, 1))[0]
             crash.point("add:port-created")
             await self.run(rt.store.journal_update, jid, {"port_id": port.id, "mac": port.mac,
                                                           "pool_key": pool_key.encode() if pool_key else ""})
@@ -187,6 +193,31 @@ class Service:
                 data={**(old.data if old else {}), **port_data(port)}, created_at=now, updated_at=now))
             store.put_attachment(rec)
             store.journal_end(jid)
+
+    async def _reclaim(self, holder: str, call: Call) -> bool:
+        """A requested address is held by port ``holder``: free it when the port is a stale
+        one of this node's (a leak, or the port of a sandbox that is gone without a DEL),
+        never when another owner or a live attachment holds it. True when it was freed."""
+        rt = self.rt
+        row = await self.run(rt.store.get_port, holder)
+        if row is None:
+            journal = {e.data.get("port_id") for e in await self.run(rt.store.journal_pending)}
+            owned = {p.id for p in await self.run(rt.provider.list_owned_ports, self.cfg.cluster_id,
+                                                  self.cfg.node_name)}
+            if holder not in owned or holder in journal:
+                return False
+            await self.run(rt.provider.delete_ports, [holder])
+            log.warning("reclaimed a leaked port of this node holding a requested address", extra={"port": holder})
+            return True
+        rec = await self.run(rt.store.get_attachment, row.attachment_key) if row.attachment_key else None
+        if rec is None or rec.state != "assigned" or rec.container_id == call.env.container_id:
+            return False
+        if not rec.netns or os.path.exists(rec.netns) or self.locks.busy(rec.key):
+            return False                        # a live sandbox (or one being worked on) keeps its port
+        log.warning("releasing the attachment of a sandbox that is gone to reuse its address",
+                    extra={"stale": rec.key, "netns": rec.netns, "port": holder})
+        await self._release(rec, None)
+        return True
 
     def _give_back(self, port: Port, pool_key: PoolKey | None) -> None:
         """Undo of getting a port: back to its pool, or delete it."""

@@ -202,31 +202,34 @@ class NeutronProvider(Provider):
         if fault.type in IP_IN_USE:
             m = _IP_RE.search(fault.message)
             ip = m.group(1) if m else (str(spec.fixed_ips[0]) if spec.fixed_ips else "")
-            holder = self._holder(net, ("fixed_ips", f"ip_address={ip}")) if ip else ""
+            holder, hid = self._holder(net, ("fixed_ips", f"ip_address={ip}")) if ip else ("", "")
             return AddressUnavailable(f'address {ip} on network "{net.name or net.id}" is already in use'
-                                      f"{holder}; choose another address or release that port", fault.details)
+                                      f"{holder}; choose another address or release that port", fault.details,
+                                      holder=hid)
         if fault.type in MAC_IN_USE and spec.mac:
-            holder = self._holder(net, ("mac_address", spec.mac.lower()))
+            holder, hid = self._holder(net, ("mac_address", spec.mac.lower()))
             return AddressUnavailable(f'MAC {spec.mac} on network "{net.name or net.id}" is already in use'
-                                      f"{holder}; choose another MAC or release that port", fault.details)
+                                      f"{holder}; choose another MAC or release that port", fault.details,
+                                      holder=hid)
         return translate(fault, what=what, endpoint=ep, project=self.dir.project_id() or self.settings.project_id)
 
-    def _holder(self, net: Network, filt: tuple[str, str]) -> str:
+    def _holder(self, net: Network, filt: tuple[str, str]) -> tuple[str, str]:
+        """(" by port <id> (...)" for a message, the port id) of the port holding an address."""
         try:
             reply = self.client.request("find_holder", "GET", "/ports", what="find the port holding an address",
                                         query=[filt, ("network_id", net.id)], timeout=min(5.0,
                                         self.settings.timeout_s), retries=0)
         except CNIError:
-            return ""
+            return "", ""
         found = (reply.body or {}).get("ports", ())
         if not found:
-            return ""
+            return "", ""
         p = found[0]
         name, _ = decode_name(str(p.get("name") or ""))
         bits = [f'name "{name}"', f"device_owner {p.get('device_owner') or '-'}"]
         if p.get("binding:host_id"):
             bits.append(f"host {p['binding:host_id']}")
-        return f" by port {p.get('id')} ({', '.join(bits)})"
+        return f" by port {p.get('id')} ({', '.join(bits)})", str(p.get("id") or "")
 
     def _ensure_tags(self, raw: list[dict[str, Any]], tags: Sequence[str], what: str) -> list[dict[str, Any]]:
         """Set the tags on every new port the create did not tag (one PUT each)."""

@@ -248,7 +248,7 @@ class StandaloneProvider(Provider):
                 if holder is None:
                     raise AddressUnavailable(f"{where} is requested twice in one port")
                 raise AddressUnavailable(f"{where} is held by port {holder.port_id} ({_pod(holder)}); "
-                                         "ask for another address or delete that pod first")
+                                         "ask for another address or delete that pod first", holder=holder.port_id)
             return alloc, off
         cidrs = ", ".join(str(a.cidr) for a in self._allocs[net])
         raise AddressUnavailable(f'{ip} is outside every subnet of network "{net}" ({cidrs}); ask for an '
@@ -260,7 +260,7 @@ class StandaloneProvider(Provider):
                 holder = self._tables.mac_holder(mac)
                 who = f"port {holder.port_id} ({_pod(holder)})" if holder else "another port"
                 raise AddressUnavailable(f"MAC {mac} is held by {who}; ask for another MAC or delete that "
-                                         "pod first")
+                                         "pod first", holder=holder.port_id if holder else "")
         else:
             for _ in range(_MAC_TRIES):
                 raw = bytearray(self._prefix + secrets.token_bytes(6 - len(self._prefix)))
