@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cloudnic.agent.service import Service
+from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
 from cloudnic.errors import CNIError
 
@@ -97,12 +97,7 @@ def _release(svc: Service, rec: Any, port_id: str) -> None:
     if rec is None:
         svc.rt.store.delete_port(port_id)
         return
-    fd = None
-    if rec.netns:
-        try:
-            fd = os.open(rec.netns, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            fd = None
+    fd = open_netns(rec.netns)
     try:
         svc.release_sync(rec, fd, None)
     finally:

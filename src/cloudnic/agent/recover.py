@@ -8,21 +8,12 @@ import os
 from dataclasses import replace
 
 from cloudnic.agent import convert
-from cloudnic.agent.service import Service
+from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
 from cloudnic.errors import CNIError
 from cloudnic.store import JournalEntry
 
 log = logging.getLogger("cloudnic.recover")
-
-
-def _open(path: str) -> int | None:
-    if not path:
-        return None
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
 
 
 def _undo_add(svc: Service, entry: JournalEntry) -> None:
@@ -35,7 +26,7 @@ def _undo_add(svc: Service, entry: JournalEntry) -> None:
         return
     network = data.get("network", "")
     ifname = entry.key.rsplit("/", 1)[-1]
-    fd = _open(data.get("netns", ""))
+    fd = open_netns(data.get("netns", ""))
     try:
         if network in svc.cfg.networks:
             att = Attachment(key=entry.key, ifname=ifname, mac=data.get("mac", ""), mtu=0, addresses=(),
@@ -69,7 +60,7 @@ def _finish_del(svc: Service, entry: JournalEntry) -> None:
             rt.store.delete_port(port_id)
         rt.store.journal_end(entry.id)
         return
-    fd = _open(rec.netns)
+    fd = open_netns(rec.netns)
     try:
         svc.release_sync(replace(rec, state="releasing"), fd, entry.id)
     finally:

@@ -375,7 +375,7 @@ class Service:
                 if current is None:
                     continue
                 try:
-                    fd = await self.run(_open_netns, current.netns)
+                    fd = await self.run(open_netns, current.netns)
                     try:
                         await self._release(current, fd)
                     finally:
@@ -409,7 +409,8 @@ class Service:
             raise NotAvailable(f"network {network!r} has no free address; add a subnet or widen one")
 
 
-def _open_netns(path: str) -> int | None:
+def open_netns(path: str) -> int | None:
+    """A descriptor of the netns at ``path`` (recorded at ADD), or None when it is gone."""
     if not path:
         return None
     try:

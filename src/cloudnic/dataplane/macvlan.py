@@ -31,7 +31,14 @@ from cloudnic.dataplane.names import derived_mac, require_ifname, shim_ifname_fo
 from cloudnic.dataplane.netns import NetnsHandle, netns_socket
 from cloudnic.dataplane.spec import PlugSpec, prepare, subnet_routes
 from cloudnic.dataplane.undo import Undo
-from cloudnic.dataplane.veth import HOST, SANDBOX, configure_sandbox, delete_if_ours, require_free_ifname
+from cloudnic.dataplane.veth import (
+    HOST,
+    SANDBOX,
+    configure_sandbox,
+    delete_if_ours,
+    remove_sandbox_link,
+    require_free_ifname,
+)
 from cloudnic.errors import CNIError, DataplaneError, InvalidConfig
 
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
@@ -141,14 +148,7 @@ class MacvlanDataplane(Dataplane):
 
     def unplug(self, sandbox_fd: int | None, att: Attachment, plugged: Plugged | None) -> None:
         """Delete the child in the sandbox; with the netns gone it is gone too (nothing on the host)."""
-        if sandbox_fd is None:
-            return
-        # with a record the link under our ifname is ours; without one (DEL after a failed ADD)
-        # its MAC must be the port's too, so a foreign link of the same name is spared
-        mac = "" if plugged else att.mac
-        ifname = plugged.sandbox_ifname if plugged else att.ifname
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            delete_if_ours(Kernel(sipr, SANDBOX), ifname, "macvlan", mac)
+        remove_sandbox_link(sandbox_fd, att, plugged, "macvlan")
 
     def check(self, sandbox_fd: int, att: Attachment, plugged: Plugged) -> None:
         with contextlib.closing(netns_socket(sandbox_fd)) as sipr:

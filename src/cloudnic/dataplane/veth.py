@@ -85,6 +85,20 @@ def configure_sandbox(sb: Kernel, spec: PlugSpec, addresses: Iterable[IPInterfac
     return link.index
 
 
+def remove_sandbox_link(sandbox_fd: int | None, att: Attachment, plugged: Plugged | None, kind: str) -> None:
+    """Delete the pod's link (of ``kind``) in the sandbox; nothing to do when the netns is gone.
+
+    With a record the link under our ifname is ours; without one (DEL after a failed ADD)
+    its MAC must be the port's too, so a foreign link of the same name is spared.
+    """
+    if sandbox_fd is None:
+        return
+    mac = "" if plugged else att.mac
+    ifname = plugged.sandbox_ifname if plugged else att.ifname
+    with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
+        delete_if_ours(Kernel(sipr, SANDBOX), ifname, kind, mac)
+
+
 def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "") -> bool:
     """Delete ``ifname`` when it is a ``kind`` link (with ``mac``, if given); never someone else's."""
     link = kernel.link(ifname)
@@ -145,14 +159,7 @@ class VethDataplane(Dataplane):
     def unplug(self, sandbox_fd: int | None, att: Attachment, plugged: Plugged | None) -> None:
         host_ifname = (plugged.host_ifname if plugged else "") or att.host_ifname or host_ifname_for(att.key)
         delete_if_ours(self.host_kernel(), host_ifname, "veth")
-        if sandbox_fd is None:
-            return
-        # with a record the link under our ifname is ours; without one (DEL after a failed ADD)
-        # its MAC must be the port's too, so a foreign link of the same name is spared
-        mac = "" if plugged else att.mac
-        ifname = plugged.sandbox_ifname if plugged else att.ifname
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            delete_if_ours(Kernel(sipr, SANDBOX), ifname, "veth", mac)
+        remove_sandbox_link(sandbox_fd, att, plugged, "veth")
 
     def check(self, sandbox_fd: int, att: Attachment, plugged: Plugged) -> None:
         with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
