@@ -6,7 +6,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 DESTDIR ?=
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv shim test lint unit functional e2e demo install uninstall clean
+.PHONY: all deps venv shim test lint unit functional e2e demo bench install uninstall clean
 
 all: venv shim
 
@@ -25,7 +25,7 @@ shim:
 	$(MAKE) -C shim
 
 lint: venv
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -46,6 +46,11 @@ e2e: deps venv shim
 
 demo: deps venv shim
 	$(VENV)/bin/cloudnic demo --shim shim/build/cloudnic
+
+# Benchmarks against the Go reference plugins (issue 4): writes bench/results/latest.{json,md}
+bench: deps venv shim
+	scripts/bench-setup.sh
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 install: shim
 	DESTDIR="$(DESTDIR)" CNI_BIN_DIR="$(CNI_BIN_DIR)" PY="$(PY)" scripts/install.sh

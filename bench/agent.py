@@ -1,0 +1,115 @@
+"""A private cloudnic-agent for the benchmark, living in the node netns like the runner.
+
+No ``host_netns``: the agent's own netns *is* the node (it is a child of the runner,
+which lives in the node netns), so cloudnic and the reference plugins plumb into the
+same place and neither pays for a namespace switch the other does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudnic.agent import wire
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Net:
+    name: str
+    mode: str            # bridge | routed | macvlan
+    cidr: str
+    gateway: str = ""
+    bridge: str = ""
+    parent: str = ""
+
+    def toml(self) -> str:
+        lines = [f"[networks.{self.name}]", f'mode = "{self.mode}"', "mtu = 1500"]
+        if self.bridge:
+            lines.append(f'bridge = "{self.bridge}"')
+        if self.parent:
+            lines.append(f'parent = "{self.parent}"')
+        lines += [f"[[networks.{self.name}.subnets]]", f'cidr = "{self.cidr}"']
+        if self.gateway:
+            lines.append(f'gateway = "{self.gateway}"')
+        return "\n".join(lines) + "\n"
+
+
+class Agent:
+    def __init__(self, workdir: Path, nets: list[Net], log_level: str = "info",
+                 entry: tuple[str, ...] = ("-m", "cloudnic.agent.main"), env: dict[str, str] | None = None,
+                 extra_agent: str = "", extra_toml: str = "") -> None:
+        """``extra_agent``: more ``[agent]`` lines (host_netns ...); ``extra_toml``: more tables."""
+        self.dir = workdir
+        self.socket = str(workdir / "agent.sock")
+        self.log_path = workdir / "agent.log"
+        self.config = workdir / "agent.toml"
+        self.config.write_text(
+            "[agent]\n"
+            f'socket = "{self.socket}"\nstate_dir = "{workdir / "state"}"\n'
+            f'node_name = "bench-node"\ncluster_id = "bench"\nlog_level = "{log_level}"\n{extra_agent}\n'
+            + "\n".join(n.toml() for n in nets) + extra_toml)
+        self.entry = entry
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start_s = 0.0
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log_path, "ab") as log:
+            t0 = time.perf_counter()
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.entry, "--config", str(self.config)],
+                stdout=log, stderr=log, cwd=REPO, env=None if self.env is None else {**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cloudnic-agent exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if os.path.exists(self.socket):
+                with contextlib.suppress(OSError, ValueError, wire.WireError):
+                    if wire.admin_call(self.socket, {"op": "ping"}, 2.0).get("ready"):
+                        self.start_s = time.perf_counter() - t0
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cloudnic-agent not ready within {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.01)
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_mb(self) -> dict[str, float]:
+        """VmRSS and VmHWM (peak) of the agent, in MB (MiB)."""
+        out: dict[str, float] = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = round(int(val.split()[0]) / 1024.0, 1)
+        return out
+
+    def cpu_s(self) -> float:
+        """Cumulative user + system CPU seconds of the agent (all threads)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

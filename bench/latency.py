@@ -1,0 +1,133 @@
+"""Scenarios 1-3 and 5a: sequential ADD/CHECK/DEL, 10-way parallel, plugin peak RSS.
+
+Every sample interleaves the contestants: sample i runs each plugin once, in an order
+rotated by i, so drift (other load on the machine, caches) hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from bench.plugins import Plugin, Sandbox
+from bench.spawn import Exec, peak_rss_kb
+from bench.stats import Summary
+
+
+@dataclass
+class Samples:
+    """Wall times (ms) and peak RSS (kB) per plugin label and verb, plus failures."""
+
+    ms: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    cpu_ms: dict[tuple[str, str], list[float]] = field(default_factory=dict)      # the exec'd plugin's
+    agent_cpu_ms: dict[tuple[str, str], list[float]] = field(default_factory=dict)   # the agent's, per call
+    rss_kb: dict[str, list[int]] = field(default_factory=dict)
+    errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def add(self, label: str, verb: str, ex: Exec) -> None:
+        if ex.ok:
+            self.ms.setdefault((label, verb), []).append(ex.wall_ms)
+            self.cpu_ms.setdefault((label, verb), []).append(ex.cpu_ms)
+        else:
+            self.errors.setdefault((label, verb), []).append(ex.error())
+
+    def summary(self, label: str, verb: str) -> Summary:
+        return Summary.of(self.ms.get((label, verb), []))
+
+    def error_count(self) -> int:
+        return sum(len(v) for v in self.errors.values())
+
+
+def rotated(items: Sequence[Plugin], i: int) -> list[Plugin]:
+    k = i % len(items)
+    return list(items[k:]) + list(items[:k])
+
+
+def warm_up(plugins: Sequence[Plugin], sandboxes: dict[str, list[Sandbox]], rounds: int) -> list[str]:
+    """ADD+DEL a few times per plugin, unrecorded: first-use work (bridge creation, page
+    cache of the binaries, the agent's lazy imports) is not what a warm node pays."""
+    problems = []
+    for r in range(rounds):
+        for p in plugins:
+            sb = sandboxes[p.label][r]
+            for verb in ("ADD", "DEL"):
+                ex = p.call(verb, sb)
+                if not ex.ok:
+                    problems.append(f"warm-up {p.label} {verb}: {ex.error()}")
+    return problems
+
+
+def sequential(plugins: Sequence[Plugin], sandboxes: dict[str, list[Sandbox]], n: int,
+               samples: Samples, verbs: Sequence[str] = ("ADD", "CHECK", "DEL"),
+               agent_cpu: Callable[[], float] | None = None) -> None:
+    """ADD n sandboxes per plugin one by one, then CHECK them all, then DEL them all.
+
+    ``agent_cpu()`` (cumulative CPU seconds of the agent) is read around every cloudnic call;
+    the agent is idle in between, so the per-call deltas add up to its CPU per request."""
+    for verb in verbs:
+        for i in range(n):
+            for p in rotated(plugins, i):
+                metered = agent_cpu is not None and p.exe.endswith("/cloudnic")
+                c0 = agent_cpu() if metered and agent_cpu else 0.0
+                ex = p.call(verb, sandboxes[p.label][i])
+                if metered and agent_cpu and ex.ok:
+                    samples.agent_cpu_ms.setdefault((p.label, verb), []).append((agent_cpu() - c0) * 1000.0)
+                samples.add(p.label, verb, ex)
+
+
+def peak_rss(plugins: Sequence[Plugin], sandboxes: dict[str, list[Sandbox]], rounds: int,
+             samples: Samples) -> None:
+    """ADD, CHECK, DEL under GNU time (untimed); ``samples.rss_kb[label]`` gets every call's peak.
+    The key ``"time-floor"`` holds /bin/true measured the same way (a dynamic libc program), for scale."""
+    for _ in range(3):
+        _, kb = peak_rss_kb("/bin/true", {}, b"")
+        samples.rss_kb.setdefault("time-floor", []).append(kb)
+    for i in range(rounds):
+        for verb in ("ADD", "CHECK", "DEL"):
+            for p in rotated(plugins, i):
+                ex, kb = p.call_rss(verb, sandboxes[p.label][i])
+                if ex.ok:
+                    samples.rss_kb.setdefault(p.label, []).append(kb)
+                else:
+                    samples.errors.setdefault((p.label, f"{verb}-rss"), []).append(ex.error())
+
+
+@dataclass(frozen=True)
+class Throughput:
+    label: str
+    verb: str
+    pods: int
+    seconds: float
+    errors: tuple[str, ...]
+
+    @property
+    def per_s(self) -> float:
+        return self.pods / self.seconds if self.seconds > 0 else 0.0
+
+
+def parallel_round(p: Plugin, sbs: Sequence[Sandbox], verb: str, width: int,
+                   samples: Samples | None = None) -> Throughput:
+    """``verb`` for every sandbox with ``width`` calls in flight; wall time of the whole batch."""
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"bench-{p.label}") as pool:
+        t0 = time.perf_counter()
+        results = list(pool.map(lambda sb: p.call(verb, sb), sbs))
+        dt = time.perf_counter() - t0
+    if samples is not None:
+        for ex in results:
+            samples.add(p.label, f"{verb}-parallel", ex)
+    errors = tuple(ex.error() for ex in results if not ex.ok)
+    return Throughput(p.label, verb, len(sbs), dt, errors)
+
+
+def parallel(plugins: Sequence[Plugin], sandboxes: dict[str, list[Sandbox]], n: int, width: int,
+             rounds: int, samples: Samples) -> list[Throughput]:
+    """``rounds`` x (ADD n, DEL n) per plugin, the plugins' order alternating per round."""
+    out = []
+    for r in range(rounds):
+        for p in rotated(plugins, r):
+            sbs = sandboxes[p.label][:n]
+            out.append(parallel_round(p, sbs, "ADD", width, samples))
+            out.append(parallel_round(p, sbs, "DEL", width, samples))
+    return out
