@@ -24,7 +24,7 @@ from typing import Any
 
 from cloudnic.errors import CNIError, InvalidConfig, ProviderError, TryAgainLater
 
-from .faults import Fault, classify_transport, translate, transport_error
+from .faults import Fault, classify_transport, exception_chain, translate, transport_error
 from .retry import Backoff, TokenBucket
 from .settings import NeutronSettings
 from .stats import CallStats
@@ -164,10 +164,12 @@ class NeutronClient:
 
         where = self.settings.auth_url or "Keystone"
         text = _scrub(str(exc), self.settings)
-        if isinstance(exc, ksa.ConnectionError) and not isinstance(exc, ksa.SSLError):
-            return TryAgainLater(f"provider: cannot reach {where} to {doing}; is Keystone up?", text)
-        if isinstance(exc, ksa.HttpError) and (exc.http_status or 0) >= 500:
-            return TryAgainLater(f"provider: {where} failed while trying to {doing}; retry later", text)
+        # keystoneauth wraps a refused connection (DiscoveryFailure, ...): look down the chain
+        for e in exception_chain(exc):
+            if isinstance(e, ksa.ConnectionError) and not isinstance(e, ksa.SSLError):
+                return TryAgainLater(f"provider: cannot reach {where} to {doing}; is Keystone up?", text)
+            if isinstance(e, ksa.HttpError) and (e.http_status or 0) >= 500:
+                return TryAgainLater(f"provider: {where} failed while trying to {doing}; retry later", text)
         return ProviderError(f"provider: authentication with {where} failed while trying to {doing}; check "
                              "the provider's auth settings (user, domain, project, secret file)", text)
 
@@ -188,6 +190,11 @@ class NeutronClient:
         backoff = Backoff(self.backoff.base, self.backoff.cap, self.backoff.retries if retries is None else retries)
         delays = backoff.delays(self._rng)
         try:
+            try:        # the token first (cached), so that a Keystone failure names Keystone, not Neutron
+                self.conn.session.get_auth_headers()
+            except ksa.ClientException as e:
+                kind = "auth"
+                raise self._auth_error(e, what) from None
             while True:
                 attempts += 1
                 if not self.bucket.acquire(self.settings.timeout_s):

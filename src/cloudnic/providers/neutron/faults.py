@@ -118,7 +118,7 @@ def classify_transport(exc: BaseException) -> tuple[str, bool]:
     """
     from keystoneauth1 import exceptions as ksa
 
-    never_sent = any(_is_connect_failure(e) for e in _chain(exc))
+    never_sent = any(_is_connect_failure(e) for e in exception_chain(exc))
     if isinstance(exc, ksa.SSLError):
         return "tls", False
     if isinstance(exc, ksa.ConnectTimeout):
@@ -141,7 +141,8 @@ def transport_error(exc: BaseException, kind: str, *, what: str, endpoint: str) 
     return TryAgainLater(f"{what}: cannot reach Neutron at {endpoint}; is the server up?", text)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes, contexts and wrapped reasons (bounded), outermost first."""
     seen: list[BaseException] = []
     todo: list[object] = [exc]
     while todo and len(seen) < 32:
