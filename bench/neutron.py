@@ -139,7 +139,9 @@ def measure(endpoint: str, tag: str, n: int, shim: str, work: Path, log: Callabl
         provider = (f'\n[provider]\ntype = "neutron"\nauth_type = "noauth"\nendpoint = "{url}"\n'
                     f'project_id = "{api.project_id}"\ntimeout_s = 30\n\n'
                     f'[networks.npods]\nmode = "linuxbridge"\nneutron_network = "{net_id}"\n')
-        extra_agent = f'host_netns = "/run/netns/{node}"'
+        # a parking netns of the bench's own, removed with the node (see the finally below)
+        parking = f"{node}-park"[:40]
+        extra_agent = f'host_netns = "/run/netns/{node}"\nparking_netns = "{parking}"'
         # cold: no pool, every ADD creates its port and every DEL deletes it; interleaved with
         # the bare POST so that the server's load (it shares 2 cores) hits both alike
         cold = Agent(_dir(work, "cold"), [], extra_agent=extra_agent, extra_toml=provider)
@@ -225,7 +227,7 @@ def measure(endpoint: str, tag: str, n: int, shim: str, work: Path, log: Callabl
             a.stop()
         if counter is not None:
             counter.close()
-        netns.delete_many([node, *(sb.netns for sb in sbs)])
+        netns.delete_many([node, f"{node}-park"[:40], *(sb.netns for sb in sbs)])
         for p in api.ports(net_id):
             try:
                 api.call("DELETE", f"/v2.0/ports/{p['id']}")
