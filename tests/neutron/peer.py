@@ -59,6 +59,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
+def is_refill(request: str) -> bool:
+    """A request the pool's background refill makes (never the ADD path): the availability
+    check before a bulk, the bulk POST itself, and tag PUTs where the server drops tags."""
+    return (request == "POST /v2.0/ports" or request.endswith("/tags")
+            or request.startswith("GET /v2.0/network-ip-availabilities/"))
+
+
 def sh(
     argv: Sequence[str], *, check: bool = True, timeout: float = 60, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
