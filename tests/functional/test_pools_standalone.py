@@ -3,6 +3,8 @@ without provider calls, refill, release back to the pool, rebuild after a restar
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +54,9 @@ def test_pool_lifecycle(tmp_path: Path) -> None:
         try:
             p = pool(agent)
             assert p["ready"] == 3 and p["target"] == 3 and p["refills"] == 1, p      # pre-warmed, one call
+            cli = subprocess.run([sys.executable, "-m", "cloudnic.cli.main", "--socket", agent.socket, "ports"],
+                                 capture_output=True, text=True, check=True).stdout
+            assert cli.count("pooled") == 3 and "10.88.0." in cli, cli
             assert used(agent) == 3                                                   # pooled ports hold addresses
             cid = unique("p")
             r = run_cni("ADD", conf("pnet"), socket=agent.socket, container_id=cid, netns=f"/run/netns/{sb}")

@@ -34,6 +34,12 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     if op == "audit":
         from cloudnic.agent.audit import audit
         return await audit(svc, bool(body.get("fix")))
+    if op == "ports":
+        rows = await svc.run(rt.store.list_ports)
+        return {"ok": True, "ports": [
+            {"port_id": r.port_id, "provider": r.provider, "network_id": r.network_id, "state": r.state,
+             "mac": r.mac, "ips": [ip for _subnet, ip in r.fixed_ips], "pool_key": r.pool_key,
+             "attachment": r.attachment_key, "updated_at": r.updated_at} for r in rows]}
     if op == "pools":
         return {"ok": True, "pools": rt.pools.stats() if rt.pools is not None else []}
     if op == "metrics":
@@ -50,4 +56,5 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
                         "host_ifname": r.host_ifname, "ips": ips, "mac": mac, "pod_namespace": r.pod_namespace,
                         "pod_name": r.pod_name, "created_at": r.created_at})
         return {"ok": True, "attachments": out}
-    return {"ok": False, "error": f"unknown admin op {op!r}; known: ping, status, attachments, pools, metrics, audit"}
+    return {"ok": False, "error": f"unknown admin op {op!r}; known: ping, status, attachments, ports, pools, "
+                                  "metrics, audit"}

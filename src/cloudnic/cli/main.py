@@ -73,6 +73,17 @@ def cmd_attachments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ports(args: argparse.Namespace) -> int:
+    ports = _call(args.socket, "ports")["ports"]
+    if args.json:
+        print(json.dumps(ports, indent=2))
+        return 0
+    rows = [[p["port_id"], p["state"], ",".join(p["ips"]), p["mac"], p["network_id"][:13],
+             p["attachment"] or "-", _age(p["updated_at"])] for p in ports]
+    print(table(rows, ["PORT", "STATE", "IP", "MAC", "NETWORK", "ATTACHMENT", "SINCE"]))
+    return 0
+
+
 def cmd_pools(args: argparse.Namespace) -> int:
     pools = _call(args.socket, "pools")["pools"]
     if args.json:
@@ -121,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("attachments", aliases=["pods"], help="every attachment this node serves")
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=cmd_attachments)
+    pt = sub.add_parser("ports", help="the IaaS ports this node holds: assigned to pods or pooled")
+    pt.add_argument("--json", action="store_true")
+    pt.set_defaults(fn=cmd_ports)
     po = sub.add_parser("pools", help="warm pools: ready vs target, hits, misses, refills")
     po.add_argument("--json", action="store_true")
     po.set_defaults(fn=cmd_pools)
