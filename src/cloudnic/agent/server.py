@@ -24,6 +24,7 @@ from cloudnic.cni.env import parse_env
 from cloudnic.cni.errors_out import error_object, version_object
 from cloudnic.cni.hints import resolve_hints
 from cloudnic.cni.result import parse_result
+from cloudnic.dataplane import is_netns_fd
 from cloudnic.errors import (
     CNIError,
     DecodeFailure,
@@ -46,11 +47,6 @@ def _error_version(stdin: bytes) -> str:
     except Exception:
         return "1.1.0"
     return v if isinstance(v, str) and v in cniversion.SUPPORTED else "1.1.0"
-
-
-def _is_netns(fd: int) -> bool:
-    from cloudnic.dataplane.netns import is_netns_fd
-    return is_netns_fd(fd)
 
 
 class Server:
@@ -170,7 +166,6 @@ class Server:
         """Run one CNI verb; returns (exit code, stdout, stderr)."""
         token = request_id.set(req.request_id)
         t0 = time.perf_counter()
-        ver = _error_version(req.stdin)
         command = req.env.get("CNI_COMMAND", "")
         code = 0
         try:
@@ -180,13 +175,14 @@ class Server:
         except CNIError as e:
             code = e.code
             log.info("request failed", extra={"command": command, "code": e.code, "error": str(e)})
-            return 1, error_object(e, ver), self._stderr_line(req.request_id, command, e)
+            # the config is decoded again only on failure, for the error's cniVersion
+            return 1, error_object(e, _error_version(req.stdin)), self._stderr_line(req.request_id, command, e)
         except Exception as e:
             log.exception("request crashed", extra={"command": command})
             err = InternalError(f"cloudnic-agent failed unexpectedly during {command or 'the request'}: "
                                 f"{type(e).__name__}", str(e))
             code = err.code
-            return 1, error_object(err, ver), self._stderr_line(req.request_id, command, err)
+            return 1, error_object(err, _error_version(req.stdin)), self._stderr_line(req.request_id, command, err)
         finally:
             ms = (time.perf_counter() - t0) * 1000
             self.metrics.observe_request(command if command in _VERBS else "invalid", code, ms)
@@ -206,7 +202,7 @@ class Server:
         if env.command in ("STATUS", "GC") and not cniversion.supports_status_gc(conf.cni_version):
             raise IncompatibleVersion(f"cniVersion {conf.cni_version}: {env.command} needs 1.1.0")
         fd = req.netns_fd
-        if fd is not None and not _is_netns(fd):
+        if fd is not None and not is_netns_fd(fd):
             if env.command == "DEL":    # DEL of a gone/replaced netns: host side only
                 fd = None                  # (the descriptor is closed with the connection)
             else:
@@ -216,7 +212,7 @@ class Server:
             if (st.st_dev, st.st_ino) in self.node_netns:
                 raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is the node's own network namespace, "
                                          "not a sandbox's; refusing to plumb it")
-        call = Call(env=env, conf=conf, netns_fd=fd, netns_errno=req.netns_errno, request_id=req.request_id)
+        call = Call(env=env, conf=conf, netns_fd=fd, netns_errno=req.netns_errno)
         async with self.service.gate.shared():
             return await self._verb(call)
 

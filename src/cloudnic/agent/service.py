@@ -59,7 +59,6 @@ class Call:
     conf: NetConf
     netns_fd: int | None
     netns_errno: int | None
-    request_id: str
 
 
 class Service:

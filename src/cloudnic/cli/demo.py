@@ -169,7 +169,7 @@ class Demo:
               + (f"; LEFT BEHIND: {left}" if left else ""))
 
 
-def run_demo(shim: str = "", keep_going: bool = False) -> int:
+def run_demo(shim: str = "") -> int:
     if os.geteuid() != 0:
         raise SystemExit("cloudnic demo: needs root (it creates network namespaces)")
     demo = Demo(_find_shim(shim))

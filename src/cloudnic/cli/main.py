@@ -119,7 +119,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from cloudnic.cli.demo import run_demo
-    return run_demo(shim=args.shim, keep_going=False)
+    return run_demo(shim=args.shim)
 
 
 def main(argv: list[str] | None = None) -> int:
