@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudnic.agent.crash import POINTS
+from cloudnic.crash import POINTS
 from tests.support.agent import AgentHandle, agent_config, start_agent, stop_agent
 from tests.support.cni import conf, ip_json, netns, run_cni, unique
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from cloudnic.agent import convert, crash
+from cloudnic import crash
+from cloudnic.agent import convert
 from cloudnic.agent.config import AgentConfig, NetworkSettings
 from cloudnic.agent.locks import Gate, KeyedLocks
 from cloudnic.agent.runtime import Runtime

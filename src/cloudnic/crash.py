@@ -1,4 +1,4 @@
-"""Fault injection for crash-safety tests: SIGKILL the agent at a named step.
+"""Fault injection for crash-safety tests: SIGKILL the agent at a named step (any layer may call it).
 
 ``CLOUDNIC_CRASH_AT`` (a comma-separated list of point names) is read once at start; it
 is meant for the test suite and the torture harness only, never for production. The
