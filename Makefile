@@ -6,7 +6,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 DESTDIR ?=
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv shim test lint unit functional e2e demo bench install uninstall clean
+.PHONY: all deps venv shim test lint unit functional e2e demo bench torture install uninstall clean
 
 all: venv shim
 
@@ -51,6 +51,11 @@ demo: deps venv shim
 bench: deps venv shim
 	scripts/bench-setup.sh
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# Crash safety, faults and hostile input (issue 5): writes bench/results/torture.{json,md}; up to ~20 min
+torture: deps venv shim
+	scripts/e2e-setup.sh
+	$(VENV)/bin/python -m bench.torture $(TORTURE_ARGS)
 
 install: shim
 	DESTDIR="$(DESTDIR)" CNI_BIN_DIR="$(CNI_BIN_DIR)" PY="$(PY)" scripts/install.sh

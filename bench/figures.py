@@ -99,6 +99,19 @@ def scale(res: ScaleResult, down: Samples, levels: Sequence[int], ours: str, ref
     return out
 
 
+def scale_routed(res: ScaleResult, levels: Sequence[int], label: str) -> dict[str, Any]:
+    """The routed mode's scale pass (no bridge): ``routed_add_at_*`` and its 1000/10 ratio."""
+    lo, hi = levels[0], levels[-1]
+    out: dict[str, Any] = {}
+    for level in levels:
+        for verb in ("ADD", "CHECK", "DEL"):
+            out.update(res.probes.summary(label, f"{verb}@{level}").flat(f"routed_{verb.lower()}_at_{level}"))
+    out["routed_add_p50_at_1000_over_10"] = ratio(out.get(f"routed_add_at_{hi}_p50_ms"),
+                                                  out.get(f"routed_add_at_{lo}_p50_ms"))
+    out["routed_scale_errors"] = res.probes.error_count() + res.ramp.error_count()
+    return out
+
+
 def iperf(res: IperfResult, ref: str, bridge: str, routed: str, macvlan: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, label in (("ref_iperf_bridge", ref), ("iperf_bridge", bridge), ("iperf_routed", routed),
