@@ -7,8 +7,9 @@ Two views, both in the node netns with fresh sandbox namespaces:
   them one by one; per pair that is the kernel's cost plus a few µs of parsing. Then
   the same pairs deleted with one request (``link del group``): the kernel batches the
   RCU waits of a multi-device unregister, which is where a single delete's time goes.
-* pyroute2, the way cloudnic's dataplane does it: a socket opened inside the sandbox via
-  setns, the same requests, per step timings. The gap to the first view is pyroute2.
+* pyroute2, the way cloudnic's dataplane did it before its raw rtnetlink module: a socket
+  opened inside the sandbox via setns, the same requests, per step timings. The gap to
+  the first view is pyroute2.
 * raw netlink from Python (bench/rawnl.py): the same requests hand-packed, the sandbox
   side (lo up, address, up, default route) sent as one batch. What a Python agent
   could reach without pyroute2 on the hot path.
@@ -28,7 +29,7 @@ from pyroute2 import IPRoute
 from bench import netns
 from bench.rawnl import Netlink
 from bench.stats import Summary
-from cloudnic.dataplane.netns import netns_socket
+from cloudnic.dataplane.netns import entered
 
 BRIDGE = "cnb-fbr0"
 
@@ -59,6 +60,14 @@ def ip_batch_floor(sbs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _pyroute2_in(fd: int) -> IPRoute:
+    """An IPRoute on a netlink socket created inside the netns ``fd`` (setns there and back)."""
+    import socket
+    with entered(fd):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+    return IPRoute(fileno=sock.detach())
+
+
 def pyroute2_floor(sbs: Sequence[str]) -> dict[str, Any]:
     steps: dict[str, list[float]] = {k: [] for k in ("socket", "veth", "sandbox", "close", "total", "del")}
     host = IPRoute()
@@ -68,7 +77,7 @@ def pyroute2_floor(sbs: Sequence[str]) -> dict[str, Any]:
             fd = _open(netns.path(sb))
             try:
                 t0 = time.perf_counter()
-                sipr = netns_socket(fd)
+                sipr = _pyroute2_in(fd)
                 t1 = time.perf_counter()
                 host.link("add", ifname=f"cnbp{i}", kind="veth", address=f"02:00:00:01:{i >> 8:02x}:{i & 255:02x}",
                           mtu=1500, state="up", master=br,

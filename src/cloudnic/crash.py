@@ -14,6 +14,8 @@ POINTS = (
     "add:journaled",        # intent written, nothing else done
     "add:port-created",     # the provider made the port; the journal does not know it yet
     "add:port-journaled",   # the journal knows the port; nothing plugged
+    "plug:veth-created",    # the pod's link exists (veth pair; macvlan: the child), its sandbox side is bare
+    "plug:sandbox-configured",  # sandbox side configured; host-side finishing steps (routes, shim) not done
     "add:plugged",          # links, addresses and routes exist; not committed
     "del:releasing",        # attachment marked releasing, nothing removed yet
     "del:unplugged",        # links removed; the port still exists

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudnic.dataplane.kernel import Kernel
 from cloudnic.dataplane.netns import NetnsHandle, is_netns_fd, netns_socket, sysctl_get, sysctl_set
 from tests.functional.netns_util import Netns, add_veth, netns
 
@@ -28,13 +29,13 @@ def ns() -> Iterator[Netns]:
 def test_socket_is_bound_to_the_target_and_the_thread_returns(ns: Netns) -> None:
     add_veth(ns, "cnd-a0", "cnd-a1")
     before = own_netns()
-    ipr = netns_socket(ns.fd)
+    sock = netns_socket(ns.fd)
     try:
         assert own_netns() == before
-        names = {m.get("ifname") for m in ipr.get_links()}
+        names = {lk.ifname for lk in Kernel(sock, "in the test netns").links()}
         assert names == {"lo", "cnd-a0", "cnd-a1"}
     finally:
-        ipr.close()
+        sock.close()
 
 
 def test_is_netns_fd_on_a_named_netns(ns: Netns) -> None:
@@ -58,9 +59,9 @@ def test_handle_gives_each_thread_its_own_socket_in_the_netns(ns: Netns) -> None
 
     def worker() -> None:
         try:
-            ipr = handle.ipr()
-            assert handle.ipr() is ipr
-            seen.append((id(ipr), {m.get("ifname") for m in ipr.get_links()}))
+            sock = handle.socket()
+            assert handle.socket() is sock
+            seen.append((id(sock), {lk.ifname for lk in Kernel(sock, "in the test netns").links()}))
         except BaseException as e:
             errors.append(e)
 

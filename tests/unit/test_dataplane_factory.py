@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
 from cloudnic.dataplane import (
     BridgeDataplane,
@@ -23,8 +22,10 @@ from cloudnic.dataplane import (
 )
 from cloudnic.dataplane import netns as netns_mod
 from cloudnic.dataplane.base import Dataplane
-from cloudnic.dataplane.kernel import Kernel
+from cloudnic.dataplane.kernel import Kernel, LinkSpec
+from cloudnic.dataplane.links import Bridge
 from cloudnic.dataplane.netns import NetnsPoisoned, entered, sysctl_get, thread_poisoned
+from cloudnic.dataplane.rtnl import KernelError, Request
 from cloudnic.errors import DataplaneError, InternalError, InvalidConfig, NotFound, TryAgainLater
 
 
@@ -163,49 +164,50 @@ def test_executor_runs_in_parallel_and_propagates_errors() -> None:
         ex.submit(int)
 
 
-class FakeIPR:
-    """Answers every request with one netlink error."""
+class FakeSocket:
+    """Answers every request with one netlink error (what a refusing kernel does)."""
 
     def __init__(self, code: int) -> None:
         self.code = code
 
-    def _fail(self, *a: object, **kw: object) -> Any:
-        raise NetlinkError(self.code)
+    def _fail(self, req: Any) -> Any:
+        what = req.what if isinstance(req, Request) else req[0].what
+        raise KernelError(self.code, what)
 
-    link = addr = route = neigh = get_addr = get_routes = get_neighbours = get_links = _fail
+    request = dump = batch = _fail
 
 
 def test_kernel_errors_name_the_object_and_the_netns() -> None:
-    k = Kernel(FakeIPR(errno.EEXIST), "in the sandbox")
+    k = Kernel(FakeSocket(errno.EEXIST), "in the sandbox")
     with pytest.raises(DataplaneError, match=r"10\.0\.0\.5/24 to eth0 in the sandbox: already exists"):
         k.add_address(2, ipaddress.ip_interface("10.0.0.5/24"), "eth0")
     assert k.add_address(2, ipaddress.ip_interface("10.0.0.5/24"), "eth0", exist_ok=True) is False
     with pytest.raises(TryAgainLater, match=r"route 0\.0\.0\.0/0 via 10\.0\.0\.1 dev eth0 in the sandbox"):
-        Kernel(FakeIPR(errno.EBUSY), "in the sandbox").add_route(
+        Kernel(FakeSocket(errno.EBUSY), "in the sandbox").add_route(
             2, "eth0", ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.0.0.1"))
     with pytest.raises(NotFound):
-        Kernel(FakeIPR(errno.ENOENT), "in the host netns").add_neigh(
+        Kernel(FakeSocket(errno.ENOENT), "in the host netns").add_neigh(
             2, "cn1", ipaddress.ip_address("10.0.0.5"), "02:00:00:00:00:01")
 
 
 def test_kernel_gone_objects_are_success_on_delete_and_none_on_lookup() -> None:
-    k = Kernel(FakeIPR(errno.ENODEV), "in the host netns")
+    k = Kernel(FakeSocket(errno.ENODEV), "in the host netns")
     assert k.link("cn123") is None
     assert k.delete_link(7, "cn123") is False
-    gone_address = Kernel(FakeIPR(errno.EADDRNOTAVAIL), "in the host netns")
+    gone_address = Kernel(FakeSocket(errno.EADDRNOTAVAIL), "in the host netns")
     assert gone_address.delete_address(7, ipaddress.ip_interface("10.0.0.1/24"), "br0") is False
 
 
 def test_socket_errors_discard_the_socket() -> None:
     dropped: list[bool] = []
 
-    class Broken(FakeIPR):
-        def _fail(self, *a: object, **kw: object) -> Any:
+    class Broken(FakeSocket):
+        def _fail(self, req: Any) -> Any:
             raise OSError(errno.ENOBUFS, "No buffer space available")
 
-        link = _fail
+        request = _fail
 
     k = Kernel(Broken(0), "in the host netns", lambda: dropped.append(True))
     with pytest.raises(TryAgainLater):
-        k.add_link("bridge br0", ifname="br0", kind="bridge")
+        k.add_link(LinkSpec(ifname="br0", kind=Bridge()), "bridge br0")
     assert dropped == [True]

@@ -1,7 +1,7 @@
 """VLAN sub-interfaces for macvlan over a VLAN network: names, the exact RTM_NEWLINK, errors.
 
-The message tests compare pyroute2's encoding with bytes packed here independently (no
-kernel). The functional test proves the error on this kernel, which has no 8021q.
+The message tests compare our encoding with bytes packed here independently and decode it
+back with the attribute parser (no kernel). The functional test proves the error on this kernel, which has no 8021q.
 """
 
 from __future__ import annotations
@@ -14,19 +14,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from cloudnic.dataplane import VlanMacvlanDataplane, make_dataplane
+from cloudnic.dataplane import nlattr as nla_mod
 from cloudnic.dataplane.base import Attachment
 from cloudnic.dataplane.kernel import Kernel
-from cloudnic.dataplane.vlan import NEWLINK_FLAGS, send, vlan_ifname, vlan_newlink
+from cloudnic.dataplane.links import IFINFO, decode_link
+from cloudnic.dataplane.rtnl import KernelError, Request
+from cloudnic.dataplane.vlan import send, vlan_ifname, vlan_newlink
 from cloudnic.errors import DataplaneError, InvalidConfig
 
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO = 3, 4, 5, 18
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_VLAN_ID, IFLA_VLAN_PROTOCOL = 1, 5
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+NESTED = 0x8000                                # NLA_F_NESTED, as iproute2 sets it
+NEWLINK_FLAGS = 0x400 | 0x200                  # NLM_F_CREATE | NLM_F_EXCL (REQUEST|ACK added on send)
 
 
 def nla(kind: int, payload: bytes) -> bytes:
@@ -38,35 +41,35 @@ def nla(kind: int, payload: bytes) -> bytes:
 def expected_body(ifname: str, parent: int, vid: int, mtu: int) -> bytes:
     ifi = struct.pack("=BxHiII", 0, 0, 0, 1, 1)                     # AF_UNSPEC, index 0, IFF_UP/IFF_UP
     data = nla(IFLA_VLAN_ID, struct.pack("=H", vid)) + nla(IFLA_VLAN_PROTOCOL, struct.pack(">H", 0x8100))
-    info = nla(IFLA_INFO_KIND, b"vlan\0") + nla(IFLA_INFO_DATA, data)
+    info = nla(IFLA_INFO_KIND, b"vlan\0") + nla(IFLA_INFO_DATA | NESTED, data)
     attrs = nla(IFLA_IFNAME, ifname.encode() + b"\0") + nla(IFLA_LINK, struct.pack("=I", parent))
     if mtu:
         attrs += nla(IFLA_MTU, struct.pack("=I", mtu))
-    return ifi + attrs + nla(IFLA_LINKINFO, info)
+    return ifi + attrs + nla(IFLA_LINKINFO | NESTED, info)
 
 
 @pytest.mark.parametrize(("parent", "vid", "mtu"), [("eth1", 100, 1500), ("ens3f0", 4094, 9000),
                                                     ("p1", 1, 0)])
 def test_the_newlink_message_is_byte_exact(parent: str, vid: int, mtu: int) -> None:
     name = vlan_ifname(parent, vid)
-    msg = vlan_newlink(name, 7, vid, mtu)
-    msg.encode()
-    header, body = msg.data[:16], msg.data[16:]
-    assert struct.unpack("=I", header[:4])[0] == len(msg.data)
-    assert body == expected_body(name, 7, vid, mtu)
+    req = vlan_newlink(name, 7, vid, mtu)
+    assert (req.type, req.flags) == (RTM_NEWLINK, NEWLINK_FLAGS)
+    assert req.body == expected_body(name, 7, vid, mtu)
 
 
 def test_the_message_decodes_back_to_a_vlan_request() -> None:
-    msg = vlan_newlink("eth1.100", 2, 100, 1400)
-    msg.encode()
-    back = ifinfmsg(msg.data)
-    back.decode()
-    assert back.get("ifname") == "eth1.100"
-    assert back.get("link") == 2
-    assert back.get("mtu") == 1400
-    assert back.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "vlan"
-    assert back.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID") == 100
-    assert back.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_PROTOCOL") == 0x8100
+    req = vlan_newlink("eth1.100", 2, 100, 1400)
+    _family, _type, index, flags, change = IFINFO.unpack_from(req.body)
+    assert (index, flags, change) == (0, 1, 1)
+    attrs = nla_mod.parse(req.body, IFINFO.size)
+    assert nla_mod.get_str(attrs, IFLA_IFNAME) == "eth1.100"
+    assert nla_mod.get_u32(attrs, IFLA_LINK) == 2
+    assert nla_mod.get_u32(attrs, IFLA_MTU) == 1400
+    info = nla_mod.parse(attrs[IFLA_LINKINFO])
+    assert nla_mod.get_str(info, IFLA_INFO_KIND) == "vlan"
+    data = nla_mod.parse(info[IFLA_INFO_DATA])
+    assert nla_mod.get_u16(data, IFLA_VLAN_ID) == 100
+    assert struct.unpack(">H", data[IFLA_VLAN_PROTOCOL])[0] == 0x8100
 
 
 @pytest.mark.parametrize(("parent", "vid", "name"), [
@@ -88,46 +91,43 @@ def test_a_long_parent_gets_a_hashed_prefix_that_fits_every_vid() -> None:
 # ---- sending, against a fake socket ----------------------------------------------------
 
 
-def link_msg(index: int, name: str, kind: str = "", mtu: int = 1500, up: bool = True, **info: Any) -> ifinfmsg:
-    m = ifinfmsg()
-    m["index"] = index
-    m["flags"] = 1 if up else 0
-    attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name), ("IFLA_MTU", mtu), ("IFLA_ADDRESS", "02:00:00:00:00:01")]
+def link_msg(index: int, name: str, kind: str = "", mtu: int = 1500, up: bool = True, **info: Any) -> bytes:
+    """An RTM_NEWLINK reply payload as the kernel sends it."""
+    body = IFINFO.pack(0, 1, index, 1 if up else 0, 0) + nla(IFLA_IFNAME, name.encode() + b"\0")
+    body += nla(IFLA_MTU, struct.pack("=I", mtu)) + nla(1, bytes.fromhex("020000000001"))
     if kind:
-        linkinfo: list[tuple[str, Any]] = [("IFLA_INFO_KIND", kind)]
+        linkinfo = nla(IFLA_INFO_KIND, kind.encode() + b"\0")
         if info:
-            linkinfo.append(("IFLA_INFO_DATA", {"attrs": [("IFLA_VLAN_ID", info["vid"])]}))
-        attrs.append(("IFLA_LINKINFO", {"attrs": linkinfo}))
-        attrs.append(("IFLA_LINK", info.get("link", 0)))
-    m["attrs"] = attrs
-    m.encode()
-    back = ifinfmsg(m.data)       # what a socket returns: a decoded message
-    back.decode()
-    return back
+            linkinfo += nla(IFLA_INFO_DATA, nla(IFLA_VLAN_ID, struct.pack("=H", info["vid"])))
+        body += nla(IFLA_LINKINFO, linkinfo) + nla(IFLA_LINK, struct.pack("=I", info.get("link", 0)))
+    return body
 
 
-class FakeIpr:
-    """Answers link lookups from a table; records every request sent with nlm_request."""
+class FakeSocket:
+    """Answers link lookups (by name) from a table; records every other request."""
 
-    def __init__(self, links: dict[str, ifinfmsg], fail: int = 0) -> None:
+    def __init__(self, links: dict[str, bytes], fail: int = 0) -> None:
         self.links = links
         self.fail = fail
-        self.status: dict[str, Any] = {}
         self.sent: list[tuple[bytes, int, int]] = []
 
-    def link(self, command: str, **kw: Any) -> list[ifinfmsg]:
-        assert command == "get"
-        if kw.get("ifname") not in self.links:
-            raise NetlinkError(errno.ENODEV, "No such device")
-        return [self.links[kw["ifname"]]]
-
-    def nlm_request(self, msg: ifinfmsg, msg_type: int, msg_flags: int) -> tuple[()]:
-        msg.encode()
-        self.sent.append((bytes(msg.data[16:]), msg_type, msg_flags))
+    def request(self, req: Request) -> list[bytes]:
+        if req.type == RTM_GETLINK:
+            name = nla_mod.get_str(nla_mod.parse(req.body, IFINFO.size), IFLA_IFNAME)
+            if name not in self.links:
+                raise KernelError(errno.ENODEV, req.what)
+            return [self.links[name]]
+        self.sent.append((req.body, req.type, req.flags))
         if self.fail:
-            raise NetlinkError(self.fail, "refused")
+            raise KernelError(self.fail, req.what)
         self.links["eth1.100"] = link_msg(9, "eth1.100", "vlan", vid=100, link=2)
-        return ()
+        return []
+
+
+def test_fake_replies_decode_like_kernel_ones() -> None:
+    link = decode_link(link_msg(5, "eth1.100", "vlan", vid=200, link=2))
+    assert (link.index, link.ifname, link.kind, link.vlan_id, link.link, link.up) == (5, "eth1.100", "vlan", 200,
+                                                                                      2, True)
 
 
 @pytest.fixture
@@ -140,38 +140,38 @@ def dp() -> Iterator[VlanMacvlanDataplane]:
 
 
 def test_ensure_vlan_sends_exactly_one_newlink_and_returns_the_link(dp: VlanMacvlanDataplane) -> None:
-    ipr = FakeIpr({"eth1": link_msg(2, "eth1", mtu=9000)})
-    link = dp.ensure_vlan(Kernel(ipr, "in the host netns"))
+    sock = FakeSocket({"eth1": link_msg(2, "eth1", mtu=9000)})
+    link = dp.ensure_vlan(Kernel(sock, "in the host netns"))
     assert (link.ifname, link.index) == ("eth1.100", 9)
-    assert ipr.sent == [(expected_body("eth1.100", 2, 100, 9000), RTM_NEWLINK, NEWLINK_FLAGS)]
-    dp.ensure_vlan(Kernel(ipr, "in the host netns"))
-    assert len(ipr.sent) == 1, "an existing VLAN of the same id and parent is reused"
+    assert sock.sent == [(expected_body("eth1.100", 2, 100, 9000), RTM_NEWLINK, NEWLINK_FLAGS)]
+    dp.ensure_vlan(Kernel(sock, "in the host netns"))
+    assert len(sock.sent) == 1, "an existing VLAN of the same id and parent is reused"
 
 
 def test_eopnotsupp_says_the_8021q_module_is_missing(dp: VlanMacvlanDataplane) -> None:
-    ipr = FakeIpr({"eth1": link_msg(2, "eth1")}, fail=errno.EOPNOTSUPP)
+    sock = FakeSocket({"eth1": link_msg(2, "eth1")}, fail=errno.EOPNOTSUPP)
     with pytest.raises(DataplaneError, match=r"creating VLAN interface eth1\.100 \(VLAN 100 on eth1\).*8021q "
                                              r"module is missing.*modprobe 8021q") as e:
-        dp.ensure_vlan(Kernel(ipr, "in the host netns"))
+        dp.ensure_vlan(Kernel(sock, "in the host netns"))
     assert e.value.code == 104
 
 
 def test_a_foreign_link_under_the_vlan_name_is_refused(dp: VlanMacvlanDataplane) -> None:
-    ipr = FakeIpr({"eth1": link_msg(2, "eth1"), "eth1.100": link_msg(5, "eth1.100", "vlan", vid=200, link=2)})
+    sock = FakeSocket({"eth1": link_msg(2, "eth1"), "eth1.100": link_msg(5, "eth1.100", "vlan", vid=200, link=2)})
     with pytest.raises(InvalidConfig, match=r"eth1\.100 exists in the host netns but is not VLAN 100 on eth1"):
-        dp.ensure_vlan(Kernel(ipr, "in the host netns"))
-    assert ipr.sent == []
+        dp.ensure_vlan(Kernel(sock, "in the host netns"))
+    assert sock.sent == []
 
 
 def test_a_missing_parent_is_a_config_error(dp: VlanMacvlanDataplane) -> None:
     with pytest.raises(InvalidConfig, match="VLAN parent 'eth1' does not exist"):
-        dp.ensure_vlan(Kernel(FakeIpr({}), "in the host netns"))
+        dp.ensure_vlan(Kernel(FakeSocket({}), "in the host netns"))
 
 
 def test_send_translates_kernel_errors() -> None:
-    ipr = FakeIpr({}, fail=errno.EPERM)
+    sock = FakeSocket({}, fail=errno.EPERM)
     with pytest.raises(DataplaneError, match="creating x in the host netns: permission denied"):
-        send(Kernel(ipr, "in the host netns"), vlan_newlink("x", 1, 5), RTM_NEWLINK, NEWLINK_FLAGS, "creating x")
+        send(Kernel(sock, "in the host netns"), vlan_newlink("x", 1, 5), "creating x")
 
 
 @pytest.mark.parametrize(("settings", "message"), [

@@ -40,7 +40,6 @@ def setup(level: str = "info", path: str = "") -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     # never DEBUG: keystoneauth and openstacksdk log request bodies (credentials) at DEBUG
     for name in ("keystoneauth", "openstack", "urllib3"):
         logging.getLogger(name).setLevel(logging.INFO)

@@ -1,4 +1,4 @@
-"""cloudnic.dataplane: plug ports into sandboxes with pyroute2.
+"""cloudnic.dataplane: plug ports into sandboxes over raw rtnetlink (``rtnl.py``).
 
 Modes: ``bridge``, ``routed``, ``macvlan``; for Neutron ``linuxbridge`` (the agent's
 ``tap…``/``brq…`` naming, with parking of pooled ports), ``ovs`` (br-int over OVSDB) and

@@ -80,6 +80,10 @@ class Dataplane(abc.ABC):
         """Names of host links this dataplane owns (for reconciliation)."""
         return set()
 
+    def reap_now(self) -> bool:
+        """Finish deferred deletes (``deferred_delete``) now; True when something was reaped."""
+        return False
+
     def close(self) -> None:
         """Release netlink sockets."""
 

@@ -14,6 +14,11 @@ removes them (a bridge left empty is harmless and saves the next plug a request)
 ``remove_bridge_if_empty()`` is for teardown and demos. A failed plug removes the
 bridge only when it created it and no port is left, under a lock shared with the
 creation path, so a concurrent plug never loses the bridge it just found.
+
+Per ADD the bridge costs nothing: its ifindex is cached after the first plug (and looked
+up again when the kernel refuses it as master: the bridge was deleted behind our back),
+and each gateway address is added once per bridge incarnation (the cache of gateways
+known to be on the bridge is reset whenever the bridge is looked up again).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import functools
 import ipaddress
 import threading
 
+from cloudnic import crash
 from cloudnic.dataplane.base import Attachment, IPInterface, Plugged
 from cloudnic.dataplane.check import address_problems, link_problems
-from cloudnic.dataplane.kernel import Kernel, LinkInfo, cause_errno
+from cloudnic.dataplane.kernel import Kernel, LinkChange, LinkInfo, LinkSpec, cause_errno
+from cloudnic.dataplane.links import Bridge
 from cloudnic.dataplane.names import derived_mac, require_ifname
 from cloudnic.dataplane.spec import PlugSpec, subnet_routes
 from cloudnic.dataplane.undo import Undo
@@ -45,16 +52,21 @@ def gateway_interfaces(addresses: tuple[IPInterface, ...], gateways: tuple[ipadd
     return tuple(out)
 
 
+STALE_MASTER = frozenset({errno.EINVAL, errno.ENODEV, errno.ENOENT, errno.EOPNOTSUPP})
+
+
 class BridgeDataplane(VethDataplane):
     mode = "bridge"
 
     def __init__(self, bridge: str, mtu: int = 1500, gateway_on_bridge: bool = True,
-                 host_netns_fd: int | None = None) -> None:
+                 host_netns_fd: int | None = None, deferred_delete: bool = False) -> None:
         self.bridge = require_ifname(bridge, "bridge name")
         self.gateway_on_bridge = gateway_on_bridge
         self.bridge_mac = derived_mac("bridge:" + bridge)
         self._lock = threading.Lock()
-        super().__init__(mtu, host_netns_fd)
+        self._index = 0                                   # cached ifindex of the bridge, 0 = unknown
+        self._gateways: set[IPInterface] = set()          # gateway addresses known to be on it
+        super().__init__(mtu, host_netns_fd, deferred_delete)
 
     # ---- the bridge -------------------------------------------------------------------
 
@@ -64,8 +76,8 @@ class BridgeDataplane(VethDataplane):
         link = host.link(self.bridge)
         if link is None:
             try:
-                host.add_link(f"bridge {self.bridge}", ifname=self.bridge, kind="bridge",
-                              address=self.bridge_mac, state="up")
+                host.add_link(LinkSpec(ifname=self.bridge, kind=Bridge(), mac=self.bridge_mac, up=True),
+                              f"bridge {self.bridge}")
                 created = True
             except DataplaneError as e:
                 if cause_errno(e) != errno.EEXIST:
@@ -78,13 +90,25 @@ class BridgeDataplane(VethDataplane):
                                 "link, not a bridge; choose another bridge name")
         if created and link.mtu != self.mtu:
             # set after creation: only a change through the bridge's ndo pins its MTU
-            host.set_link(link.index, f"MTU of bridge {self.bridge} to {self.mtu}", mtu=self.mtu)
+            host.set_link(link.index, LinkChange(mtu=self.mtu), f"MTU of bridge {self.bridge} to {self.mtu}")
         if not link.up:
             host.set_up(link.index, self.bridge)
         return link, created
 
     def _ports(self, host: Kernel, bridge_index: int) -> list[str]:
-        return [link.ifname for link in host.links() if link.master == bridge_index]
+        return [link.ifname for link in host.links(master=bridge_index)]
+
+    def _bridge_index(self, host: Kernel, undo: Undo) -> int:
+        """The bridge's ifindex: cached, else ensured (created when missing). Call under the lock."""
+        if not self._index:
+            bridge, created = self._ensure_bridge(host)
+            if created:
+                undo.add(f"remove bridge {self.bridge}", self.remove_bridge_if_empty)
+            self._index, self._gateways = bridge.index, set()
+        return self._index
+
+    def _forget_bridge(self) -> None:
+        self._index, self._gateways = 0, set()
 
     def remove_bridge_if_empty(self) -> bool:
         """Delete the bridge when no port is left; True when it was deleted."""
@@ -93,35 +117,62 @@ class BridgeDataplane(VethDataplane):
             link = host.link(self.bridge)
             if link is None or link.kind != "bridge" or self._ports(host, link.index):
                 return False
+            self._forget_bridge()
             return host.delete_link(link.index, self.bridge)
 
     def _remove_gateway_if_unused(self, host: Kernel, iface: IPInterface) -> None:
         with self._lock:
             link = host.link(self.bridge)
+            self._gateways.discard(iface)
             if link is not None and not self._ports(host, link.index):
                 host.delete_address(link.index, iface, self.bridge)
 
     # ---- plug / check -----------------------------------------------------------------
 
+    def _create_port(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, host_mac: str,
+                     undo: Undo) -> int:
+        """The veth, its host end created in the bridge; the bridge's ifindex. Call under the lock."""
+        cached = bool(self._index)
+        index = self._bridge_index(host, undo)
+        try:
+            create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
+        except DataplaneError as e:
+            if not cached or cause_errno(e) not in STALE_MASTER:
+                raise
+            # the cached bridge is gone (deleted behind our back): look it up again, once
+            self._forget_bridge()
+            index = self._bridge_index(host, undo)
+            create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
+        return index
+
     def _plug(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, undo: Undo) -> Plugged:
         host_mac = self.host_mac_for(spec.host_ifname)
         with self._lock:
-            bridge, created = self._ensure_bridge(host)
-            if created:
-                undo.add(f"remove bridge {self.bridge}", self.remove_bridge_if_empty)
-            create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=bridge.index)
+            bridge_index = self._create_port(host, sb, sandbox_fd, spec, host_mac, undo)
         undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
+        crash.point("plug:veth-created")
         routes = subnet_routes(spec)
         configure_sandbox(sb, spec, spec.addresses, routes)
+        crash.point("plug:sandbox-configured")
         gateways = tuple(spec.gateways[v] for v in spec.families if v in spec.gateways)
         if self.gateway_on_bridge:
-            for iface in gateway_interfaces(spec.addresses, gateways):
-                if host.add_address(bridge.index, iface, self.bridge, exist_ok=True):
-                    undo.add(f"remove gateway {iface} from {self.bridge}",
-                             functools.partial(self._remove_gateway_if_unused, host, iface))
+            self._add_gateways(host, bridge_index, gateway_interfaces(spec.addresses, gateways), undo)
         return Plugged(host_ifname=spec.host_ifname, host_mac=host_mac, sandbox_ifname=spec.ifname,
                        sandbox_mac=spec.mac, mtu=spec.mtu, routes=routes, gateways=gateways,
                        extra={"bridge": self.bridge})
+
+    def _add_gateways(self, host: Kernel, index: int, ifaces: tuple[IPInterface, ...], undo: Undo) -> None:
+        """Each gateway on the bridge, unless known to be there since the bridge was last looked up."""
+        for iface in ifaces:
+            with self._lock:
+                if iface in self._gateways and index == self._index:
+                    continue
+            if host.add_address(index, iface, self.bridge, exist_ok=True):
+                undo.add(f"remove gateway {iface} from {self.bridge}",
+                         functools.partial(self._remove_gateway_if_unused, host, iface))
+            with self._lock:
+                if index == self._index:
+                    self._gateways.add(iface)
 
     def _check_more(self, host: Kernel, sb: Kernel, sb_link: LinkInfo | None, att: Attachment,
                     plugged: Plugged) -> list[str]:
@@ -141,4 +192,4 @@ class BridgeDataplane(VethDataplane):
         bridge = host.link(self.bridge)
         if bridge is None:
             return set()
-        return {link.ifname for link in host.links() if link.master == bridge.index and link.kind == "veth"}
+        return {link.ifname for link in host.links(master=bridge.index, kind="veth")}

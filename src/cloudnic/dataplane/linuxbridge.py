@@ -34,10 +34,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+from cloudnic import crash
 from cloudnic.dataplane import parking
 from cloudnic.dataplane.base import Attachment, ParkingDataplane, Plugged, RouteSpec
 from cloudnic.dataplane.check import link_problems
-from cloudnic.dataplane.kernel import Kernel, LinkInfo, cause_errno
+from cloudnic.dataplane.kernel import Kernel, LinkChange, LinkInfo, LinkSpec, cause_errno
+from cloudnic.dataplane.links import Bridge
 from cloudnic.dataplane.names import derived_mac
 from cloudnic.dataplane.netns import netns_socket
 from cloudnic.dataplane.parking import RESOURCE_ID_LENGTH, ParkingLot, parked_name
@@ -101,11 +103,11 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
     mode = "linuxbridge"
 
     def __init__(self, mtu: int = 1500, host_netns_fd: int | None = None, enslave: bool = True,
-                 parking_netns: str = parking.DEFAULT_PARKING) -> None:
+                 parking_netns: str = parking.DEFAULT_PARKING, deferred_delete: bool = False) -> None:
         self.enslave = enslave
         self._lot = ParkingLot(parking_netns)
         self._lock = threading.Lock()
-        super().__init__(mtu, host_netns_fd)
+        super().__init__(mtu, host_netns_fd, deferred_delete)
 
     # ---- names and validation ---------------------------------------------------------
 
@@ -138,8 +140,8 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
         created = False
         if link is None:
             try:
-                host.add_link(f"bridge {name}", ifname=name, kind="bridge", address=derived_mac("bridge:" + name),
-                              br_forward_delay=0, br_stp_state=0, state="up")
+                host.add_link(LinkSpec(ifname=name, kind=Bridge(forward_delay=0, stp=False),
+                                       mac=derived_mac("bridge:" + name), up=True), f"bridge {name}")
                 created = True
                 undo.add(f"remove bridge {name}", lambda: self._remove_bridge_if_empty(host, name))
             except DataplaneError as e:
@@ -153,7 +155,7 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
                                 "bridge of a Neutron network; remove it")
         if created:
             if link.mtu != mtu:
-                host.set_link(link.index, f"MTU of bridge {name} to {mtu}", mtu=mtu)
+                host.set_link(link.index, LinkChange(mtu=mtu), f"MTU of bridge {name} to {mtu}")
             with contextlib.suppress(CNIError):       # no IPv6 at all on this node: nothing to disable
                 self._host.sysctl_set(f"net/ipv6/conf/{name}/disable_ipv6", "1")
         if not link.up:
@@ -163,7 +165,7 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
     def _remove_bridge_if_empty(self, host: Kernel, name: str) -> bool:
         with self._lock:
             link = host.link(name)
-            if link is None or link.kind != "bridge" or any(lk.master == link.index for lk in host.links()):
+            if link is None or link.kind != "bridge" or host.links(master=link.index):
                 return False
             return host.delete_link(link.index, name)
 
@@ -180,7 +182,8 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
             with self._lock:
                 bridge = self._ensure_bridge(host, bridge_name(att.network_id), mtu, Undo())
                 if tap.master != bridge.index:
-                    host.set_link(tap.index, f"{tap.ifname} into bridge {bridge.ifname}", master=bridge.index)
+                    host.set_link(tap.index, LinkChange(master=bridge.index),
+                                  f"{tap.ifname} into bridge {bridge.ifname}")
         if not tap.up:
             host.set_up(tap.index, tap.ifname)
 
@@ -189,19 +192,20 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
     def plug(self, sandbox_fd: int, att: Attachment) -> Plugged:
         att, spec = self._prepare(att)
         host = self.host_kernel()
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            sb = Kernel(sipr, SANDBOX)
-            require_free_ifname(sb, spec.ifname)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            sb = Kernel(sock, SANDBOX)
             undo = Undo()
 
             def run() -> Plugged:
                 with self._lock:
                     master = self._master(host, att, spec.mtu, undo)
                     create_veth(host, sb, sandbox_fd, spec, host_mac=self.host_mac_for(spec.host_ifname),
-                                master=master)
+                                master=master, reap=self._reap_peer)
                 undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
+                crash.point("plug:veth-created")
                 routes = sandbox_routes(spec)
                 configure_sandbox(sb, spec, spec.addresses, routes)
+                crash.point("plug:sandbox-configured")
                 return self._plugged(att, spec, routes, "new")
 
             return run_atomic(f"plugging {spec.ifname}", undo, run)
@@ -228,7 +232,7 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
         Every linuxbridge dataplane of one host netns sees the same set: reconcile against
         the union of all networks' records, not per network.
         """
-        taps = {lk.ifname for lk in self.host_kernel().links() if lk.kind == "veth" and TAP_RE.match(lk.ifname)}
+        taps = {lk.ifname for lk in self.host_kernel().links(kind="veth") if TAP_RE.match(lk.ifname)}
         parked = {TAP_PREFIX + name[len(parking.PARKED_PREFIX):] for name in self._lot.ends()}
         return taps - parked
 
@@ -267,9 +271,9 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
         if end is None:
             log.warning("port %s is not parked; plugging it anew (it may not be ACTIVE yet)", att.port_id)
             return self.plug(sandbox_fd, att)
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            sb = Kernel(sipr, SANDBOX)
-            require_free_ifname(sb, spec.ifname)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            sb = Kernel(sock, SANDBOX)
+            require_free_ifname(sb, spec.ifname)    # a move under a taken name would half-happen
             undo = Undo()
 
             def run() -> Plugged:
@@ -298,8 +302,8 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
         tap_link = host.link(spec.host_ifname)
         if sandbox_fd is not None and tap_link is not None:
             ifname = plugged.sandbox_ifname if plugged else spec.ifname
-            with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-                sb = Kernel(sipr, SANDBOX)
+            with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+                sb = Kernel(sock, SANDBOX)
                 link = sb.link(ifname)
                 if link is not None and link.kind == "veth" and parking.peer_index(sb, link.index) == tap_link.index:
                     parking.move_to_lot(sb, link.index, ifname, self._lot, port_id=att.port_id, mac=spec.mac,

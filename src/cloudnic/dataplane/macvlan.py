@@ -23,10 +23,12 @@ import errno
 import functools
 import threading
 
+from cloudnic import crash
 from cloudnic.dataplane.base import Attachment, Dataplane, IPInterface, Plugged
 from cloudnic.dataplane.bridge import gateway_interfaces
 from cloudnic.dataplane.check import address_problems, link_problems, raise_if, sandbox_problems
-from cloudnic.dataplane.kernel import Kernel, LinkInfo, cause_errno
+from cloudnic.dataplane.kernel import Kernel, LinkInfo, LinkSpec, cause_errno
+from cloudnic.dataplane.links import Macvlan
 from cloudnic.dataplane.names import derived_mac, require_ifname, shim_ifname_for
 from cloudnic.dataplane.netns import NetnsHandle, netns_socket
 from cloudnic.dataplane.spec import PlugSpec, prepare, subnet_routes
@@ -62,7 +64,7 @@ class MacvlanDataplane(Dataplane):
         self._host = NetnsHandle(host_netns_fd)
 
     def host_kernel(self) -> Kernel:
-        return Kernel(self._host.ipr(), HOST, self._host.discard)
+        return Kernel(self._host.socket(), HOST, self._host.discard)
 
     def _parent(self, host: Kernel) -> LinkInfo:
         link = host.link(self.parent)
@@ -77,9 +79,8 @@ class MacvlanDataplane(Dataplane):
         spec = prepare(att, self.mtu, host_end=False, gateway_in_subnet=True)
         host = self.host_kernel()
         parent = self._parent(host)
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            sb = Kernel(sipr, SANDBOX)
-            require_free_ifname(sb, spec.ifname)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            sb = Kernel(sock, SANDBOX)
             undo = Undo()
             try:
                 return self._plug(host, sb, sandbox_fd, parent=parent, spec=spec, undo=undo)
@@ -93,18 +94,19 @@ class MacvlanDataplane(Dataplane):
     def _plug(self, host: Kernel, sb: Kernel, sandbox_fd: int, *, parent: LinkInfo, spec: PlugSpec,
               undo: Undo) -> Plugged:
         try:
-            host.add_link(f"macvlan {spec.ifname} on {self.parent} (into the sandbox)",
-                          hint=f"the MTU must not exceed {self.parent}'s ({parent.mtu})",
-                          ifname=spec.ifname, kind="macvlan", link=parent.index,
-                          macvlan_mode=self.macvlan_mode, net_ns_fd=sandbox_fd, address=spec.mac,
-                          mtu=spec.mtu)
+            host.add_link(LinkSpec(ifname=spec.ifname, kind=Macvlan(self.macvlan_mode), mac=spec.mac,
+                                   mtu=spec.mtu, parent=parent.index, netns_fd=sandbox_fd),
+                          f"macvlan {spec.ifname} on {self.parent} (into the sandbox)",
+                          hint=f"the MTU must not exceed {self.parent}'s ({parent.mtu})")
         except DataplaneError as e:
             if cause_errno(e) == errno.EEXIST:
                 require_free_ifname(sb, spec.ifname)
             raise
         undo.add(f"delete {spec.ifname}", lambda: delete_if_ours(sb, spec.ifname, "macvlan", spec.mac))
+        crash.point("plug:veth-created")          # the pod's link (here the macvlan child) exists
         routes = subnet_routes(spec)
         configure_sandbox(sb, spec, spec.addresses, routes)
+        crash.point("plug:sandbox-configured")
         gateways = tuple(spec.gateways[v] for v in spec.families if v in spec.gateways)
         if self.host_shim:
             self._ensure_shim(host, parent, gateway_interfaces(spec.addresses, gateways), undo)
@@ -118,9 +120,9 @@ class MacvlanDataplane(Dataplane):
             link = host.link(self.shim)
             if link is None:
                 try:
-                    host.add_link(f"host shim {self.shim} on {self.parent}", ifname=self.shim, kind="macvlan",
-                                  link=parent.index, macvlan_mode="bridge", address=self.shim_mac,
-                                  mtu=parent.mtu, state="up")
+                    host.add_link(LinkSpec(ifname=self.shim, kind=Macvlan("bridge"), mac=self.shim_mac,
+                                           mtu=parent.mtu, up=True, parent=parent.index),
+                                  f"host shim {self.shim} on {self.parent}")
                     undo.add(f"delete shim {self.shim}", self.remove_shim)
                 except DataplaneError as e:
                     if cause_errno(e) != errno.EEXIST:
@@ -151,8 +153,8 @@ class MacvlanDataplane(Dataplane):
         remove_sandbox_link(sandbox_fd, att, plugged, "macvlan")
 
     def check(self, sandbox_fd: int, att: Attachment, plugged: Plugged) -> None:
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            _, problems = sandbox_problems(Kernel(sipr, SANDBOX), plugged, "macvlan", att.addresses)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            _, problems = sandbox_problems(Kernel(sock, SANDBOX), plugged, "macvlan", att.addresses)
         host = self.host_kernel()
         problems += link_problems(host, self.parent, HOST)[1]
         if self.host_shim:

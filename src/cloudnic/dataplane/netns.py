@@ -1,13 +1,12 @@
 """Network namespaces: netlink sockets bound to a netns, net sysctls, the host handle.
 
-How a socket gets into another netns. pyroute2's ``IPRoute(netns=...)`` forks a helper
-(~10 ms). Instead the *calling thread* enters the target netns with ``setns(2)``,
-creates a bare ``AF_NETLINK`` socket (a netlink socket belongs to the netns it was
-created in, for its whole life), and returns to its own netns at once; the socket is
-then wrapped in an ``IPRoute`` outside the target netns. Only one syscall runs inside
-the foreign netns, so nothing else (event loop setup, logging, DNS) can happen there.
-The same window opens ``/proc/sys/net/...`` files: the net sysctl tree a file belongs to
-is fixed when it is opened, by the opener's netns.
+How a socket gets into another netns. The *calling thread* enters the target netns with
+``setns(2)``, creates a bare ``AF_NETLINK`` socket (a netlink socket belongs to the netns
+it was created in, for its whole life), and returns to its own netns at once; the socket
+is then set up (:class:`cloudnic.dataplane.rtnl.RtnlSocket`) outside the target netns.
+Only one syscall runs inside the foreign netns, so nothing else (logging, DNS) can happen
+there. The same window opens ``/proc/sys/net/...`` files: the net sysctl tree a file
+belongs to is fixed when it is opened, by the opener's netns.
 
 Poisoned threads. If ``setns`` back to the thread's own netns fails, the thread is left
 in a foreign netns: it is marked *poisoned* (thread-local), ``NetnsPoisoned`` is raised,
@@ -17,15 +16,14 @@ dataplane calls on :class:`cloudnic.dataplane.executor.NetnsSafeExecutor`, which
 a worker thread as soon as a task leaves it poisoned. ``thread_poisoned()`` lets any
 other executor do the same.
 
-pyroute2 0.9 sockets are thread-affine: an ``IPRoute`` used from another thread than its
-creator silently opens a second socket *in that thread's current netns*. Sandbox sockets
-are therefore per call (opened, used and closed on one thread) and host sockets are
-cached per thread by :class:`NetnsHandle`.
+Sockets are plain fds, not bound to a thread, but one request runs at a time on each:
+sandbox sockets are per call (opened, used and closed by one plug/check/unplug) and host
+sockets are cached per thread by :class:`NetnsHandle`, so no lock is ever held across a
+kernel request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
@@ -35,10 +33,8 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-
+from cloudnic.dataplane.rtnl import RtnlSocket
 from cloudnic.errors import DataplaneError, InternalError, InvalidEnvironment, from_errno
 
 log = logging.getLogger(__name__)
@@ -123,8 +119,8 @@ def entered(fd: int) -> Iterator[None]:
         os.close(home)
 
 
-def netns_socket(fd: int) -> IPRoute:
-    """An ``IPRoute`` whose socket lives in the netns ``fd``. Use and close it on this thread."""
+def netns_socket(fd: int) -> RtnlSocket:
+    """A rtnetlink socket that lives in the netns ``fd``. Close it when done."""
     if thread_poisoned():
         raise NetnsPoisoned("this worker thread is stuck in a foreign network namespace")
     try:
@@ -134,13 +130,10 @@ def netns_socket(fd: int) -> IPRoute:
                                  e.strerror or "") from e
     try:
         if same:
-            return IPRoute()
+            return RtnlSocket()
         with entered(fd):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    except OSError as e:
-        raise from_errno(e.errno or 0, f"opening a netlink socket in netns fd {fd}") from e
-    try:
-        return IPRoute(fileno=sock.detach())
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        return RtnlSocket(sock)
     except OSError as e:
         raise from_errno(e.errno or 0, f"opening a netlink socket in netns fd {fd}") from e
 
@@ -183,31 +176,6 @@ def sysctl_get(netns_fd: int, path: str) -> str:
         os.close(f)
 
 
-@dataclass
-class _Opened:
-    """A cached IPRoute and the thread-local asyncio objects pyroute2 made for it."""
-
-    ipr: IPRoute
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.DatagramTransport | None
-
-    def dispose(self) -> None:
-        """Close all of it, also from another thread than its creator (agent shutdown)."""
-        try:
-            if self.transport is not None:
-                self.transport.abort()
-            self.ipr.close()
-            if not self.loop.is_running() and not self.loop.is_closed():
-                tick = asyncio.sleep(0)                  # runs connection_lost
-                try:
-                    self.loop.run_until_complete(tick)
-                finally:
-                    tick.close()                         # no "never awaited" warning when it failed
-                self.loop.close()
-        except Exception as e:       # closing is best effort
-            log.debug("closing a host netlink socket: %s", e)
-
-
 class NetnsHandle:
     """An owned descriptor of one netns (the "host") and its per-thread socket cache.
 
@@ -227,36 +195,32 @@ class NetnsHandle:
             raise InvalidEnvironment(f"host netns fd {fd} is not a network namespace")
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: list[_Opened] = []
+        self._open: list[RtnlSocket] = []
         self._closed = False
 
-    def ipr(self) -> IPRoute:
+    def socket(self) -> RtnlSocket:
         """This thread's socket in the netns (opened on first use)."""
-        ipr = getattr(self._local, "ipr", None)
-        if ipr is not None:
-            return ipr
-        ipr = netns_socket(self.fd)
+        sock: RtnlSocket | None = getattr(self._local, "sock", None)
+        if sock is not None:
+            return sock
+        sock = netns_socket(self.fd)
         with self._lock:
             if self._closed:
-                ipr.close()
+                sock.close()
                 raise DataplaneError("the dataplane is closed; the agent is shutting down")
-            # the loop and transport are thread-local to this thread: keep them to close later
-            self._open.append(_Opened(ipr, ipr.asyncore.event_loop,
-                                      getattr(ipr.asyncore.local, "transport", None)))
-        self._local.ipr = ipr
-        return ipr
+            self._open.append(sock)
+        self._local.sock = sock
+        return sock
 
     def discard(self) -> None:
         """Drop this thread's socket (after a socket-level error); the next call opens anew."""
-        ipr = getattr(self._local, "ipr", None)
-        if ipr is None:
+        sock = getattr(self._local, "sock", None)
+        if sock is None:
             return
-        self._local.ipr = None
+        self._local.sock = None
         with self._lock:
-            gone = [o for o in self._open if o.ipr is ipr]
-            self._open = [o for o in self._open if o.ipr is not ipr]
-        for o in gone:
-            o.dispose()
+            self._open = [s for s in self._open if s is not sock]
+        sock.close()
 
     def sysctl_set(self, path: str, value: str) -> None:
         sysctl_set(self.fd, path, value)
@@ -270,6 +234,6 @@ class NetnsHandle:
                 return
             self._closed = True
             sockets, self._open = self._open, []
-        for opened in sockets:
-            opened.dispose()
+        for sock in sockets:
+            sock.close()
         os.close(self.fd)

@@ -30,6 +30,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from cloudnic import crash
 from cloudnic.dataplane.base import Attachment, Plugged
 from cloudnic.dataplane.check import link_problems
 from cloudnic.dataplane.kernel import Kernel, LinkInfo
@@ -45,7 +46,6 @@ from cloudnic.dataplane.veth import (
     configure_sandbox,
     create_veth,
     delete_if_ours,
-    require_free_ifname,
 )
 from cloudnic.errors import DataplaneError, InvalidConfig, TryAgainLater
 
@@ -254,13 +254,13 @@ class OvsDataplane(VethDataplane):
     mode = "ovs"
 
     def __init__(self, mtu: int = 1500, host_netns_fd: int | None = None, bridge: str = "br-int",
-                 ovsdb_socket: str = DEFAULT_SOCKET, timeout_s: float = 5.0) -> None:
+                 ovsdb_socket: str = DEFAULT_SOCKET, timeout_s: float = 5.0, deferred_delete: bool = False) -> None:
         self.bridge = require_ifname(bridge, "OVS bridge name")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
             raise InvalidConfig(f"ovs setting timeout_s must be positive, not {timeout_s!r}")
         self.ovs = OvsBridge(OvsdbClient(ovsdb_socket, timeout_s), self.bridge)
         self.ovs.require_bridge()          # fail at start, with the socket named, not at the first ADD
-        super().__init__(mtu, host_netns_fd)
+        super().__init__(mtu, host_netns_fd, deferred_delete)
 
     def _normalize(self, att: Attachment) -> Attachment:
         if not att.port_id:
@@ -271,9 +271,8 @@ class OvsDataplane(VethDataplane):
         att = self._normalize(att)
         spec = prepare(att, self.mtu, host_end=True, gateway_in_subnet=False)
         host = self.host_kernel()
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            sb = Kernel(sipr, SANDBOX)
-            require_free_ifname(sb, spec.ifname)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            sb = Kernel(sock, SANDBOX)
             undo = Undo()
             return run_atomic(f"plugging {spec.ifname}", undo,
                               lambda: self._plug_port(host, sb, sandbox_fd, spec, att.port_id, undo))
@@ -281,12 +280,14 @@ class OvsDataplane(VethDataplane):
     def _plug_port(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, port_id: str,
                    undo: Undo) -> Plugged:
         tap, host_mac = spec.host_ifname, self.host_mac_for(spec.host_ifname)
-        create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac)
+        create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, reap=self._reap_peer)
         undo.add(f"delete {tap}", lambda: delete_if_ours(host, tap, "veth"))
+        crash.point("plug:veth-created")
         if self.ovs.add_port(tap, interface_ids(port_id, spec.mac, spec.key)):
             undo.add(f"remove OVS port {tap}", lambda: self.ovs.del_port(tap))
         routes = sandbox_routes(spec)
         configure_sandbox(sb, spec, spec.addresses, routes)
+        crash.point("plug:sandbox-configured")
         gateways = tuple(spec.gateways[v] for v in spec.families if v in spec.gateways)
         return Plugged(host_ifname=tap, host_mac=host_mac, sandbox_ifname=spec.ifname, sandbox_mac=spec.mac,
                        mtu=spec.mtu, routes=routes, gateways=gateways,
@@ -311,4 +312,4 @@ class OvsDataplane(VethDataplane):
         return problems
 
     def host_objects(self) -> set[str]:
-        return {lk.ifname for lk in self.host_kernel().links() if lk.kind == "veth" and TAP_RE.match(lk.ifname)}
+        return {lk.ifname for lk in self.host_kernel().links(kind="veth") if TAP_RE.match(lk.ifname)}

@@ -42,10 +42,11 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from cloudnic.dataplane.base import Attachment, ParkingDataplane
-from cloudnic.dataplane.kernel import Kernel
+from cloudnic.dataplane.kernel import Kernel, LinkChange, LinkSpec
+from cloudnic.dataplane.links import Veth, VethPeer
 from cloudnic.dataplane.names import require_ifname
 from cloudnic.dataplane.netns import NetnsHandle, is_netns_fd
 from cloudnic.errors import DataplaneError, InvalidConfig
@@ -196,23 +197,18 @@ class ParkingLot:
     def kernel(self) -> Kernel:
         """This thread's netlink socket in the parking netns."""
         h = self.handle()
-        return Kernel(h.ipr(), PARKING, h.discard)
+        return Kernel(h.socket(), PARKING, h.discard)
 
     def ends(self) -> dict[str, ParkedEnd]:
         """Every parked end by name (nothing, and no netns created, when there is none)."""
         if not self.exists():
             return {}
-        k = self.kernel()
-        with k.call("listing the parked ports"):
-            msgs = k.ipr.get_links()
         out = {}
-        for m in msgs:
-            name = str(m.get("ifname") or "")
-            if m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "veth" or not name.startswith(PARKED_PREFIX):
+        for link in self.kernel().links(kind="veth"):
+            if not link.ifname.startswith(PARKED_PREFIX):
                 continue
-            alias = str(m.get("ifalias") or "")
-            port_id = alias[len(ALIAS_PREFIX):] if alias.startswith(ALIAS_PREFIX) else ""
-            out[name] = ParkedEnd(index=int(m["index"]), ifname=name, port_id=port_id)
+            port_id = link.alias[len(ALIAS_PREFIX):] if link.alias.startswith(ALIAS_PREFIX) else ""
+            out[link.ifname] = ParkedEnd(index=link.index, ifname=link.ifname, port_id=port_id)
         return out
 
     def close(self) -> None:
@@ -233,18 +229,16 @@ class ParkingLot:
 
 
 def set_alias(lot: Kernel, index: int, ifname: str, port_id: str) -> None:
-    lot.set_link(index, f"alias of parked end {ifname}", ifalias=ALIAS_PREFIX + port_id)
+    lot.set_link(index, LinkChange(alias=ALIAS_PREFIX + port_id), f"alias of parked end {ifname}")
 
 
 def create_parked(host: Kernel, lot: ParkingLot, *, tap: str, port_id: str, mac: str, host_mac: str,
                   mtu: int, master: int) -> None:
     """The veth pair of a parked port: ``tap`` up in the host (in ``master``), its peer parked, down."""
     parked = parked_name(port_id)
-    link: dict[str, Any] = {"ifname": tap, "kind": "veth", "address": host_mac, "mtu": mtu, "state": "up",
-            "peer": {"ifname": parked, "net_ns_fd": lot.fd, "address": mac, "mtu": mtu}}
-    if master:
-        link["master"] = master
-    host.add_link(f"veth {tap} (host) <-> {parked} (parked)", **link)
+    peer = VethPeer(ifname=parked, netns_fd=lot.fd, mac=mac, mtu=mtu)
+    host.add_link(LinkSpec(ifname=tap, kind=Veth(peer), mac=host_mac, mtu=mtu, up=True, master=master),
+                  f"veth {tap} (host) <-> {parked} (parked)")
     try:
         lk = lot.kernel()
         end = lk.link(parked)
@@ -261,16 +255,16 @@ def create_parked(host: Kernel, lot: ParkingLot, *, tap: str, port_id: str, mac:
 def move_to_sandbox(lot: Kernel, end_index: int, parked: str, sandbox_fd: int, *, ifname: str, mac: str,
                     mtu: int) -> None:
     """One RTM_SETLINK: into the sandbox, renamed to ``ifname``, the port MAC and MTU, no alias."""
-    lot.set_link(end_index, f"parked end {parked}: moving it into the sandbox as {ifname}",
-                 net_ns_fd=sandbox_fd, ifname=ifname, address=mac, mtu=mtu, ifalias="")
+    lot.set_link(end_index, LinkChange(netns_fd=sandbox_fd, ifname=ifname, mac=mac, mtu=mtu, alias=""),
+                 f"parked end {parked}: moving it into the sandbox as {ifname}")
 
 
 def move_to_lot(sb: Kernel, index: int, ifname: str, lot: ParkingLot, *, port_id: str, mac: str,
                 mtu: int) -> None:
     """One RTM_SETLINK from the sandbox back to the parking netns (flushes addresses/routes/neighbours)."""
     parked = parked_name(port_id)
-    sb.set_link(index, f"{ifname}: moving it back to the parking netns as {parked}",
-                net_ns_fd=lot.fd, ifname=parked, address=mac, mtu=mtu)
+    sb.set_link(index, LinkChange(netns_fd=lot.fd, ifname=parked, mac=mac, mtu=mtu),
+                f"{ifname}: moving it back to the parking netns as {parked}")
     lk = lot.kernel()
     end = lk.link(parked)
     if end is None:
@@ -280,9 +274,8 @@ def move_to_lot(sb: Kernel, index: int, ifname: str, lot: ParkingLot, *, port_id
 
 def peer_index(kernel: Kernel, index: int) -> int:
     """The ifindex (in the peer's netns) of the other end of the veth ``index``; 0 if unknown."""
-    with kernel.call(f"looking up the peer of ifindex {index}"):
-        msgs = kernel.ipr.link("get", index=index)
-    return int(msgs[0].get("link") or 0) if msgs else 0
+    link = kernel.link(index=index)
+    return link.link if link is not None else 0
 
 
 def prune(lot: ParkingLot, keep: Iterable[str]) -> list[str]:

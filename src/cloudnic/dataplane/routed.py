@@ -10,6 +10,8 @@ forwards (``net/ipv4/ip_forward``, ``net/ipv6/conf/all/forwarding``); forwarding
 node configuration and is not turned off again by unplug or a failed plug.
 
 Everything host-side lives on the host end, so deleting it (DEL, undo) removes it all.
+The sandbox side is configured first (one send), then the host side (one send): a pod
+is reachable only once both are done.
 ``Attachment.gateways`` (the subnet's router) is not used: the node is the pod's router.
 """
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import ipaddress
 
+from cloudnic import crash
+from cloudnic.dataplane import rtmsg
 from cloudnic.dataplane.base import Attachment, IPAddress, IPInterface, Plugged, RouteSpec
 from cloudnic.dataplane.check import address_problems, link_problems, neigh_problems, route_problems
-from cloudnic.dataplane.kernel import Kernel, LinkInfo
+from cloudnic.dataplane.kernel import Kernel, LinkInfo, Request
 from cloudnic.dataplane.spec import PlugSpec, host_route_prefix, routed_routes
 from cloudnic.dataplane.undo import Undo
 from cloudnic.dataplane.veth import (
@@ -61,11 +65,12 @@ class RoutedDataplane(VethDataplane):
     mode = "routed"
 
     def __init__(self, mtu: int = 1500, host_netns_fd: int | None = None, gateway_v4: str = "169.254.1.1",
-                 gateway_v6: str = "fe80::1", enable_forwarding: bool = True) -> None:
+                 gateway_v6: str = "fe80::1", enable_forwarding: bool = True, deferred_delete: bool = False) -> None:
         self.gateways: dict[int, IPAddress] = {4: _gateway(gateway_v4, 4, "gateway_v4"),
                                                6: _gateway(gateway_v6, 6, "gateway_v6")}
         self.enable_forwarding = enable_forwarding
-        super().__init__(mtu, host_netns_fd)
+        self._forwarding: set[int] = set()
+        super().__init__(mtu, host_netns_fd, deferred_delete)
 
     def _gateway_in_subnet(self) -> bool:
         return False
@@ -74,9 +79,13 @@ class RoutedDataplane(VethDataplane):
         return pod_interfaces(tuple(att.addresses))
 
     def _forward(self, families: tuple[int, ...]) -> None:
+        """Forwarding on, checked once per family per dataplane (CHECK reads it every time)."""
         for v in families:
+            if v in self._forwarding:
+                continue
             if self._host.sysctl_get(FORWARDING[v]) != "1":
                 self._host.sysctl_set(FORWARDING[v], "1")
+            self._forwarding.add(v)
 
     def _plug(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, undo: Undo) -> Plugged:
         for a in spec.addresses:
@@ -86,22 +95,34 @@ class RoutedDataplane(VethDataplane):
         if self.enable_forwarding:
             self._forward(spec.families)
         host_mac = self.host_mac_for(spec.host_ifname)
-        create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac)
+        create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, reap=self._reap_peer)
         undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
-        hlink = host.link(spec.host_ifname)
-        if hlink is None:
-            raise DataplaneError(f"{spec.host_ifname} vanished from the host netns right after its creation")
-        for v in spec.families:
-            host.add_address(hlink.index, host_gateway_interface(self.gateways[v]), spec.host_ifname)
-        for a in spec.addresses:
-            host.add_route(hlink.index, spec.host_ifname, host_route_prefix(a), scope_link=True)
-            host.add_neigh(hlink.index, spec.host_ifname, a.ip, spec.mac)
+        crash.point("plug:veth-created")
         routes = routed_routes(spec, self.gateways)
         configure_sandbox(sb, spec, pod_interfaces(spec.addresses), routes,
                           neighbours=[(self.gateways[v], host_mac) for v in spec.families])
+        crash.point("plug:sandbox-configured")
+        hlink = host.link(spec.host_ifname)
+        if hlink is None:
+            raise DataplaneError(f"{spec.host_ifname} vanished from the host netns right after its creation")
+        host.batch(self._host_requests(hlink.index, spec), f"configuring host end {spec.host_ifname}")
         return Plugged(host_ifname=spec.host_ifname, host_mac=host_mac, sandbox_ifname=spec.ifname,
                        sandbox_mac=spec.mac, mtu=spec.mtu, routes=routes,
                        gateways=tuple(self.gateways[v] for v in spec.families), extra={"mode": "routed"})
+
+    def _host_requests(self, index: int, spec: PlugSpec) -> list[Request]:
+        """Gateway addresses on the host end, a host route and a permanent neighbour per pod address."""
+        name = spec.host_ifname
+        reqs = []
+        for v in spec.families:
+            gw = host_gateway_interface(self.gateways[v])
+            reqs.append(rtmsg.newaddr(index, gw, f"adding address {gw.with_prefixlen} to {name}"))
+        for a in spec.addresses:
+            prefix = host_route_prefix(a)
+            reqs.append(rtmsg.newroute(index, prefix, None, True, f"adding route {prefix} dev {name}"))
+            reqs.append(rtmsg.newneigh(index, a.ip, spec.mac,
+                                       f"adding permanent neighbour {a.ip} -> {spec.mac} on {name}"))
+        return reqs
 
     def _check_more(self, host: Kernel, sb: Kernel, sb_link: LinkInfo | None, att: Attachment,
                     plugged: Plugged) -> list[str]:

@@ -5,6 +5,10 @@ MTU, already enslaved when a master is given) and the peer directly in the sandb
 with its final ifname, the port MAC and the MTU (``IFLA_NET_NS_FD`` on the peer). No
 temporary name, no move, no rename. Deleting the host end deletes the peer and every
 address, route and neighbour entry on either end, which makes undo and DEL one call.
+A taken name is found out from the create's EEXIST (no pre-check), then reported on the
+side where it exists. The sandbox side (lo up, addresses, link up, permanent neighbours,
+routes) is ONE send of several messages on one sandbox socket (``sandbox_requests``).
+With ``deferred_delete`` DEL buries the host end instead of deleting it (``graveyard.py``).
 
 IPv6 addresses are added with ``IFA_F_NODAD``: IPAM guarantees uniqueness, so DAD would
 only delay the address by ~1 s. ``accept_dad`` is left alone: the only address still
@@ -19,12 +23,14 @@ import contextlib
 import errno
 import ipaddress
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
+from cloudnic.dataplane import links, rtmsg
 from cloudnic.dataplane.base import Attachment, Dataplane, IPAddress, IPInterface, Plugged, RouteSpec
 from cloudnic.dataplane.check import raise_if, sandbox_problems
-from cloudnic.dataplane.kernel import Kernel, LinkInfo, cause_errno
+from cloudnic.dataplane.graveyard import GRAVEYARD_GROUP, Graveyard
+from cloudnic.dataplane.kernel import Kernel, LinkInfo, Request, cause_errno
+from cloudnic.dataplane.links import LinkChange, LinkSpec, Veth, VethPeer
 from cloudnic.dataplane.names import HOST_IFNAME_RE, derived_mac, host_ifname_for
 from cloudnic.dataplane.netns import NetnsHandle, netns_socket
 from cloudnic.dataplane.spec import PlugSpec, prepare
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SANDBOX = "in the sandbox"
 HOST = "in the host netns"
+LOOPBACK_INDEX = 1                 # lo is always ifindex 1 of its netns
 
 
 def require_free_ifname(sb: Kernel, ifname: str) -> None:
@@ -44,44 +51,62 @@ def require_free_ifname(sb: Kernel, ifname: str) -> None:
                             "choose another ifname or DEL the attachment that owns it")
 
 
+def veth_spec(spec: PlugSpec, sandbox_fd: int, *, host_mac: str, master: int = 0) -> LinkSpec:
+    """The pair: host end up (MAC, MTU, master), the peer straight into the sandbox, down."""
+    peer = VethPeer(ifname=spec.ifname, netns_fd=sandbox_fd, mac=spec.mac, mtu=spec.mtu)
+    return LinkSpec(ifname=spec.host_ifname, kind=Veth(peer), mac=host_mac, mtu=spec.mtu, up=True, master=master)
+
+
 def create_veth(host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, *, host_mac: str,
-                master: int = 0) -> None:
-    """The pair in one request; an existing name is reported on the side where it exists."""
-    link: dict[str, Any] = {
-        "ifname": spec.host_ifname, "kind": "veth", "address": host_mac, "mtu": spec.mtu, "state": "up",
-        "peer": {"ifname": spec.ifname, "net_ns_fd": sandbox_fd, "address": spec.mac, "mtu": spec.mtu},
-    }
-    if master:
-        link["master"] = master
+                master: int = 0, reap: Callable[[LinkInfo], bool] | None = None) -> None:
+    """The pair in one request; an existing name is reported on the side where it exists.
+
+    There is no pre-check: the exclusive create fails with EEXIST, and only then is the
+    sandbox asked whether the name is taken there (the CNI spec's error) or on the host.
+    When the sandbox's link is the peer of a buried host end, ``reap`` deletes it (True)
+    and the create is retried once.
+    """
+    what = f"veth {spec.host_ifname} (host) <-> {spec.ifname} (sandbox)"
+    link = veth_spec(spec, sandbox_fd, host_mac=host_mac, master=master)
     try:
-        host.add_link(f"veth {spec.host_ifname} (host) <-> {spec.ifname} (sandbox)", **link)
+        host.add_link(link, what)
     except DataplaneError as e:
         if cause_errno(e) != errno.EEXIST:
             raise
+        taken = sb.link(spec.ifname)
+        if taken is not None and reap is not None and reap(taken):
+            host.add_link(link, what)
+            return
         require_free_ifname(sb, spec.ifname)
         raise DataplaneError(f"host interface {spec.host_ifname} already exists in the host netns; a stale "
                              "attachment with the same key? DEL it (or delete the link) and retry",
                              e.details) from e
 
 
-def configure_sandbox(sb: Kernel, spec: PlugSpec, addresses: Iterable[IPInterface],
-                      routes: Iterable[RouteSpec], neighbours: Iterable[tuple[IPAddress, str]] = ()) -> int:
-    """lo up; then on ``spec.ifname``: addresses, up, routes, permanent neighbours. Its ifindex."""
-    lo = sb.link("lo")
-    if lo is not None and not lo.up:
-        sb.set_up(lo.index, "lo")
-    link = sb.link(spec.ifname)
-    if link is None:
-        raise DataplaneError(f"{spec.ifname} vanished from the sandbox right after it was created")
-    for a in addresses:
-        sb.add_address(link.index, a, spec.ifname)
-    sb.set_up(link.index, spec.ifname)
-    for ip, mac in neighbours:
-        sb.add_neigh(link.index, spec.ifname, ip, mac)
+def sandbox_requests(index: int, ifname: str, addresses: Iterable[IPInterface], routes: Iterable[RouteSpec],
+                     neighbours: Iterable[tuple[IPAddress, str]] = ()) -> list[Request]:
+    """lo up; then on ``index``: addresses, up, permanent neighbours, routes (the kernel's order)."""
+    reqs = [links.setlink(LOOPBACK_INDEX, LinkChange(up=True), "setting lo up")]
+    reqs += [rtmsg.newaddr(index, a, f"adding address {a.with_prefixlen} to {ifname}") for a in addresses]
+    reqs.append(links.setlink(index, LinkChange(up=True), f"setting {ifname} up"))
+    reqs += [rtmsg.newneigh(index, ip, mac, f"adding permanent neighbour {ip} -> {mac} on {ifname}")
+             for ip, mac in neighbours]
     for r in routes:
         dst = ipaddress.ip_network(r.dst)
         gw = ipaddress.ip_address(r.gw) if r.gw else None
-        sb.add_route(link.index, spec.ifname, dst, gw, scope_link=r.scope_link)
+        via = f" via {gw}" if gw is not None else ""
+        reqs.append(rtmsg.newroute(index, dst, gw, r.scope_link, f"adding route {r.dst}{via} dev {ifname}"))
+    return reqs
+
+
+def configure_sandbox(sb: Kernel, spec: PlugSpec, addresses: Iterable[IPInterface],
+                      routes: Iterable[RouteSpec], neighbours: Iterable[tuple[IPAddress, str]] = ()) -> int:
+    """Configure ``spec.ifname`` in the sandbox in ONE send (see ``sandbox_requests``); its ifindex."""
+    link = sb.link(spec.ifname)
+    if link is None:
+        raise DataplaneError(f"{spec.ifname} vanished from the sandbox right after it was created")
+    sb.batch(sandbox_requests(link.index, spec.ifname, addresses, routes, neighbours),
+             f"configuring {spec.ifname}")
     return link.index
 
 
@@ -95,8 +120,8 @@ def remove_sandbox_link(sandbox_fd: int | None, att: Attachment, plugged: Plugge
         return
     mac = "" if plugged else att.mac
     ifname = plugged.sandbox_ifname if plugged else att.ifname
-    with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-        delete_if_ours(Kernel(sipr, SANDBOX), ifname, kind, mac)
+    with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+        delete_if_ours(Kernel(sock, SANDBOX), ifname, kind, mac)
 
 
 def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "") -> bool:
@@ -114,9 +139,24 @@ def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "") -> boo
 class VethDataplane(Dataplane):
     """Plug skeleton of the veth modes; subclasses add the host side and the sandbox plan."""
 
-    def __init__(self, mtu: int, host_netns_fd: int | None) -> None:
+    def __init__(self, mtu: int, host_netns_fd: int | None, deferred_delete: bool = False) -> None:
         self.mtu = mtu
         self._host = NetnsHandle(host_netns_fd)
+        self.deferred_delete = deferred_delete
+        self._graveyard = Graveyard(self._host)
+
+    def reap_now(self) -> bool:
+        """Delete the buried host ends now (agent start, tests); True when there were any."""
+        return self._graveyard.reap_now()
+
+    def _reap_peer(self, sandbox_link: LinkInfo) -> bool:
+        """Reap when ``sandbox_link`` is the peer of a buried host end; True when it did."""
+        if sandbox_link.kind != "veth" or not sandbox_link.link:
+            return False
+        peer = self.host_kernel().link(index=sandbox_link.link)
+        if peer is None or peer.group != GRAVEYARD_GROUP:
+            return False
+        return self.reap_now()
 
     # ---- subclass hooks ---------------------------------------------------------------
 
@@ -136,13 +176,12 @@ class VethDataplane(Dataplane):
     # ---- the contract -----------------------------------------------------------------
 
     def host_kernel(self) -> Kernel:
-        return Kernel(self._host.ipr(), HOST, self._host.discard)
+        return Kernel(self._host.socket(), HOST, self._host.discard)
 
     def plug(self, sandbox_fd: int, att: Attachment) -> Plugged:
         spec = prepare(att, self.mtu, host_end=True, gateway_in_subnet=self._gateway_in_subnet())
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            sb = Kernel(sipr, SANDBOX)
-            require_free_ifname(sb, spec.ifname)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            sb = Kernel(sock, SANDBOX)
             undo = Undo()
             try:
                 return self._plug(self.host_kernel(), sb, sandbox_fd, spec, undo)
@@ -158,12 +197,19 @@ class VethDataplane(Dataplane):
 
     def unplug(self, sandbox_fd: int | None, att: Attachment, plugged: Plugged | None) -> None:
         host_ifname = (plugged.host_ifname if plugged else "") or att.host_ifname or host_ifname_for(att.key)
-        delete_if_ours(self.host_kernel(), host_ifname, "veth")
+        host = self.host_kernel()
+        if self.deferred_delete:
+            link = host.link(host_ifname)
+            if link is not None and link.kind == "veth":
+                self._graveyard.bury(host, link)    # the reaper deletes it with its peer
+                return
+        elif delete_if_ours(host, host_ifname, "veth"):
+            return                      # the peer in the sandbox went with it
         remove_sandbox_link(sandbox_fd, att, plugged, "veth")
 
     def check(self, sandbox_fd: int, att: Attachment, plugged: Plugged) -> None:
-        with contextlib.closing(netns_socket(sandbox_fd)) as sipr:
-            sb = Kernel(sipr, SANDBOX)
+        with contextlib.closing(netns_socket(sandbox_fd)) as sock:
+            sb = Kernel(sock, SANDBOX)
             link, problems = sandbox_problems(sb, plugged, "veth", self._sandbox_addresses(att))
             problems += self._check_more(self.host_kernel(), sb, link, att, plugged)
         raise_if(problems, f"attachment {att.key} differs from what ADD made")
@@ -174,8 +220,12 @@ class VethDataplane(Dataplane):
         Every routed dataplane of one host netns sees the same set: reconcile against the
         union of all networks' records, not per network.
         """
-        return {link.ifname for link in self.host_kernel().links()
-                if link.kind == "veth" and not link.master and HOST_IFNAME_RE.match(link.ifname)}
+        return {link.ifname for link in self.host_kernel().links(kind="veth")
+                if not link.master and HOST_IFNAME_RE.match(link.ifname)}
 
     def close(self) -> None:
+        try:
+            self._graveyard.close()
+        except CNIError as e:
+            log.warning("reaping buried veths at close failed: %s", e)
         self._host.close()

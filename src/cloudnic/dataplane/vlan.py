@@ -10,9 +10,9 @@ hashed prefix when that would exceed 15 characters. It is shared and left in pla
 unplug (``remove_vlan()`` is for teardown); an existing link of that name is used only
 if it is a VLAN with the same id on the same parent.
 
-The message is built here (``vlan_newlink``) and sent as is, so its encoding is
-unit-tested without a kernel. A kernel without 802.1Q support (no ``8021q`` module, as
-on this test machine) answers EOPNOTSUPP, which becomes a ``DataplaneError`` saying so.
+The message is built here (``vlan_newlink``, a typed ``LinkSpec`` packed by ``links.py``)
+and sent as is, so its encoding is unit-tested without a kernel. A kernel without 802.1Q
+support (no ``8021q`` module, as on this test machine) answers EOPNOTSUPP, which becomes a ``DataplaneError`` saying so.
 """
 
 from __future__ import annotations
@@ -20,21 +20,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import threading
-from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-from cloudnic.dataplane.kernel import IFF_UP, Kernel, LinkInfo, cause_errno
+from cloudnic.dataplane import links
+from cloudnic.dataplane.kernel import Kernel, LinkInfo, LinkSpec, Request, cause_errno
+from cloudnic.dataplane.links import ETH_P_8021Q, Vlan
 from cloudnic.dataplane.macvlan import MacvlanDataplane
 from cloudnic.dataplane.names import IFNAMSIZ, require_ifname
 from cloudnic.dataplane.veth import HOST
-from cloudnic.errors import CNIError, DataplaneError, InvalidConfig
+from cloudnic.errors import DataplaneError, InvalidConfig
 
-ETH_P_8021Q = 0x8100
 MAX_VID = 4094
-NEWLINK_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 NO_8021Q = ("the kernel has no 802.1Q VLAN support: the 8021q module is missing; load it (modprobe 8021q) or "
             "use a flat or vxlan network")
 
@@ -48,44 +43,28 @@ def vlan_ifname(parent: str, vid: int) -> str:
     return parent[:keep] + hashlib.sha1(parent.encode()).hexdigest()[:6] + postfix
 
 
-def vlan_newlink(ifname: str, parent_index: int, vid: int, mtu: int = 0) -> ifinfmsg:
-    """The RTM_NEWLINK message creating ``ifname``: VLAN ``vid`` (802.1Q) on ``parent_index``, up."""
-    msg = ifinfmsg()
-    msg["family"] = 0
-    msg["index"] = 0
-    msg["flags"] = IFF_UP
-    msg["change"] = IFF_UP
-    attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", ifname), ("IFLA_LINK", parent_index)]
-    if mtu:
-        attrs.append(("IFLA_MTU", mtu))
-    attrs.append(("IFLA_LINKINFO", {"attrs": [
-        ("IFLA_INFO_KIND", "vlan"),
-        ("IFLA_INFO_DATA", {"attrs": [("IFLA_VLAN_ID", vid), ("IFLA_VLAN_PROTOCOL", ETH_P_8021Q)]}),
-    ]}))
-    msg["attrs"] = attrs
-    return msg
+def vlan_spec(ifname: str, parent_index: int, vid: int, mtu: int = 0) -> LinkSpec:
+    """``ifname``: VLAN ``vid`` (802.1Q) on ``parent_index``, up, with ``mtu`` (0: the kernel's)."""
+    return LinkSpec(ifname=ifname, kind=Vlan(vid, ETH_P_8021Q), mtu=mtu, up=True, parent=parent_index)
 
 
-def send(kernel: Kernel, msg: ifinfmsg, msg_type: int, flags: int, what: str, hint: str = "") -> None:
-    """Send a prepared message on ``kernel``'s socket; errors translated like every kernel call."""
-    ipr = kernel.ipr
-    # pyroute2 0.9's sync nlm_request reads a status key that only some constructors set
-    ipr.status.setdefault("nlm_generator", False)
+def vlan_newlink(ifname: str, parent_index: int, vid: int, mtu: int = 0) -> Request:
+    """The RTM_NEWLINK request creating the VLAN sub-interface (see ``vlan_spec``)."""
+    return links.newlink(vlan_spec(ifname, parent_index, vid, mtu))
+
+
+def send(kernel: Kernel, req: Request, what: str, hint: str = "") -> None:
+    """Send a prepared request on ``kernel``'s socket; errors translated like every kernel call."""
     with kernel.call(what, hint):
-        ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags)
+        kernel.sock.request(req)
 
 
 def vlan_of(kernel: Kernel, ifname: str) -> tuple[int, int] | None:
     """(vlan id, parent ifindex) of the VLAN link ``ifname``; None when it is no VLAN or absent."""
-    try:
-        with kernel.call(f"looking up link {ifname}"):
-            msgs = kernel.ipr.link("get", ifname=ifname)
-    except CNIError:
+    link = kernel.link(ifname)
+    if link is None or link.kind != "vlan":
         return None
-    if not msgs or msgs[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "vlan":
-        return None
-    vid = msgs[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
-    return int(vid or 0), int(msgs[0].get("link") or 0)
+    return link.vlan_id, link.link
 
 
 class VlanMacvlanDataplane(MacvlanDataplane):
@@ -117,8 +96,8 @@ class VlanMacvlanDataplane(MacvlanDataplane):
         link = host.link(self.parent)
         if link is None:
             try:
-                send(host, vlan_newlink(self.parent, physical.index, self.vlan_id, physical.mtu), RTM_NEWLINK,
-                     NEWLINK_FLAGS, f"creating VLAN interface {self.parent} (VLAN {self.vlan_id} on {self.physical})")
+                send(host, vlan_newlink(self.parent, physical.index, self.vlan_id, physical.mtu),
+                     f"creating VLAN interface {self.parent} (VLAN {self.vlan_id} on {self.physical})")
             except DataplaneError as e:
                 code = cause_errno(e)
                 if code in (errno.EOPNOTSUPP, errno.ENOTSUP):
