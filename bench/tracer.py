@@ -48,10 +48,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "cloudnic.dataplane.bridge": ("BridgeDataplane._plug", "BridgeDataplane._ensure_bridge",
                                   "BridgeDataplane._check_more"),
     "cloudnic.dataplane.kernel": ("Kernel.*",),
-    "cloudnic.dataplane.netns": ("netns_socket", "NetnsHandle.ipr", "entered"),
+    "cloudnic.dataplane.netns": ("netns_socket", "NetnsHandle.socket", "entered"),
+    "cloudnic.dataplane.rtnl": ("RtnlSocket.request", "RtnlSocket.batch", "RtnlSocket.dump"),
     "cloudnic.dataplane.executor": ("NetnsSafeExecutor.submit",),
     "logging": ("Handler.handle",),
-    "pyroute2.iproute.linux": ("IPRoute.__init__", "IPRoute.close"),
 }
 
 _lock = threading.RLock()   # the SIGUSR1 handler may interrupt _add on the main thread

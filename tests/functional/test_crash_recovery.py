@@ -93,7 +93,7 @@ def test_crash_at_every_point_leaks_nothing(node: str, tmp_path: Path, point: st
         cid = unique("crash")
         args = f"IP={STATIC[network]}"
         try:
-            if point.startswith("add:"):
+            if point.startswith(("add:", "plug:")):
                 h = agent.start(point)
                 r = run_cni("ADD", conf(network), socket=h.socket, container_id=cid, netns=path, args=args)
                 assert r.code == 1 and r.json["code"] == 11, r.stdout      # the agent died mid-ADD

@@ -18,7 +18,7 @@ _AGENT_KEYS = {
     "socket", "state_dir", "node_name", "cluster_id", "log_level", "log_file", "max_request_bytes",
     "request_timeout_s", "host_netns", "workers", "metrics_listen", "parking_netns", "reconcile_interval_s",
 }
-_NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim",
+_NET_KEYS = {"mode", "mtu", "bridge", "gateway_on_bridge", "parent", "macvlan_mode", "host_shim", "deferred_delete",
              "subnets", "enable_forwarding", "neutron_network", "subnet", "security_groups", "pool"}
 _POOL_KEYS = {"min_ready", "max_idle", "batch"}
 _SUBNET_KEYS = {"cidr", "gateway", "exclude", "name", "routes", "dns"}
@@ -46,6 +46,7 @@ class NetworkSettings:
     macvlan_mode: str = "bridge"
     host_shim: bool = True
     enable_forwarding: bool = True
+    deferred_delete: bool = False                    # veth modes: DEL buries the link, a reaper deletes it
     provider_network: NetworkConfig | None = None    # standalone: the network it serves
     neutron_network: str = ""                        # neutron: the network's id or name
     subnet: str = ""                                 # default subnet (id, name or CIDR)
@@ -176,7 +177,8 @@ def _network(name: str, raw: Any, provider: str) -> NetworkSettings:
     if mv_mode not in ("bridge", "private", "vepa", "passthru"):
         raise InvalidConfig(f"{where}.macvlan_mode: {mv_mode!r} is not bridge, private, vepa or passthru")
     flags = {}
-    for key, default in (("gateway_on_bridge", True), ("host_shim", True), ("enable_forwarding", True)):
+    for key, default in (("gateway_on_bridge", True), ("host_shim", True), ("enable_forwarding", True),
+                         ("deferred_delete", False)):
         flags[key] = _type(f"{where}.{key}", raw.get(key, default), bool, "true or false")
     common: dict[str, Any] = dict(name=name, mode=mode, mtu=mtu, bridge=bridge, parent=parent,
                                   macvlan_mode=mv_mode, **flags)

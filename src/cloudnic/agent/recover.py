@@ -84,7 +84,9 @@ def reconcile_ports(svc: Service) -> int:
 def recover(svc: Service) -> dict[str, int]:
     """Run at start, before the socket accepts requests: the journal, then the pools
     (rebuilt from the store and the provider), then the provider's leaked ports."""
-    report = recover_journal(svc)
+    # links a crashed agent had buried but not yet deleted (deferred delete) go first
+    report = {"graveyards_reaped": sum(dp.reap_now() for dp in svc.rt.dataplanes().values())}
+    report.update(recover_journal(svc))
     pools = svc.rt.start_pools()
     report["pool_keys"] = int(pools.get("keys", 0))
     report["leaked_ports_deleted"] = reconcile_ports(svc)

@@ -62,13 +62,13 @@ def make_provider(cfg: AgentConfig, store: Store) -> Provider:
 def make_network_dataplane(ns: NetworkSettings, host_netns_fd: int | None, parking_netns: str) -> Dataplane:
     if ns.mode == "linuxbridge":      # the bridge's MTU follows its ports; 1500 until one says otherwise
         return make_dataplane("linuxbridge", mtu=ns.mtu or 1500, host_netns_fd=host_netns_fd,
-                              parking_netns=parking_netns)
+                              parking_netns=parking_netns, deferred_delete=ns.deferred_delete)
     if ns.mode == "bridge":
         return make_dataplane("bridge", bridge=ns.bridge, mtu=ns.mtu, gateway_on_bridge=ns.gateway_on_bridge,
-                              host_netns_fd=host_netns_fd)
+                              host_netns_fd=host_netns_fd, deferred_delete=ns.deferred_delete)
     if ns.mode == "routed":
         return make_dataplane("routed", mtu=ns.mtu, host_netns_fd=host_netns_fd,
-                              enable_forwarding=ns.enable_forwarding)
+                              enable_forwarding=ns.enable_forwarding, deferred_delete=ns.deferred_delete)
     return make_dataplane("macvlan", parent=ns.parent, mtu=ns.mtu or 1500, host_netns_fd=host_netns_fd,
                           macvlan_mode=ns.macvlan_mode, host_shim=ns.host_shim)
 
