@@ -29,9 +29,12 @@ class Net:
     gateway: str = ""
     bridge: str = ""
     parent: str = ""
+    deferred_delete: bool = False
 
     def toml(self) -> str:
         lines = [f"[networks.{self.name}]", f'mode = "{self.mode}"', "mtu = 1500"]
+        if self.deferred_delete:
+            lines.append("deferred_delete = true")
         if self.bridge:
             lines.append(f'bridge = "{self.bridge}"')
         if self.parent:

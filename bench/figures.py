@@ -13,23 +13,25 @@ from bench.stats import Summary, percentile, ratio
 MB = 1024.0   # ru_maxrss and /proc are in KiB; "MB" here is MiB
 
 
-def sequential(seq: Samples, n: int, bridge: str, routed: str, ref: str) -> dict[str, Any]:
+def sequential(seq: Samples, n: int, bridge: str, routed: str, ref: str, deferred: str = "") -> dict[str, Any]:
+    """``deferred``: the bridge mode with ``deferred_delete = true`` (keys ``dd_*``)."""
     out: dict[str, Any] = {"samples": n}
+    ours = [("", bridge), ("routed_", routed)] + ([("dd_", deferred)] if deferred else [])
     for verb in ("ADD", "CHECK", "DEL"):
         v = verb.lower()
-        out.update(seq.summary(bridge, verb).flat(v))
-        out.update(seq.summary(routed, verb).flat(f"routed_{v}"))
+        for prefix, label in ours:
+            out.update(seq.summary(label, verb).flat(f"{prefix}{v}"))
         out.update(seq.summary(ref, verb).flat(f"ref_{v}"))
-    for prefix, label in (("", bridge), ("routed_", routed), ("ref_", ref)):
+    for prefix, label in (*ours, ("ref_", ref)):
         for verb in ("ADD", "CHECK", "DEL"):
             cpu = seq.cpu_ms.get((label, verb), [])
             out[f"{prefix}{verb.lower()}_plugin_cpu_ms"] = round(sum(cpu) / len(cpu), 3) if cpu else None
             acpu = seq.agent_cpu_ms.get((label, verb), [])
             if acpu:
                 out[f"{prefix}{verb.lower()}_agent_cpu_ms"] = round(sum(acpu) / len(acpu), 3)
-    for ours in ("", "routed_"):
+    for prefix, _ in ours:
         for v, q in (("add", "p50"), ("add", "p99"), ("del", "p50"), ("check", "p50"), ("del", "p99")):
-            out[f"{ours}{v}_{q}_ratio"] = ratio(out.get(f"{ours}{v}_{q}_ms"), out.get(f"ref_{v}_{q}_ms"))
+            out[f"{prefix}{v}_{q}_ratio"] = ratio(out.get(f"{prefix}{v}_{q}_ms"), out.get(f"ref_{v}_{q}_ms"))
     return out
 
 

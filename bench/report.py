@@ -29,6 +29,8 @@ TARGETS = (
            lambda r: r <= 0.5),
     Target("ADD p99 (ms), bridge", "add_p99_ms", "ref_add_p99_ms", "add_p99_ratio", "≤ 1.0x", lambda r: r <= 1.0),
     Target("DEL p50 (ms), bridge", "del_p50_ms", "ref_del_p50_ms", "del_p50_ratio", "≤ 0.5x", lambda r: r <= 0.5),
+    Target("DEL p50 (ms), bridge, deferred_delete = true (opt-in)", "dd_del_p50_ms", "ref_del_p50_ms",
+           "dd_del_p50_ratio", "≤ 0.5x", lambda r: r <= 0.5),
     Target("CHECK p50 (ms), bridge", "check_p50_ms", "ref_check_p50_ms", "check_p50_ratio", "—", None),
     Target("warm ADD p50 (ms), routed", "routed_add_p50_ms", "ref_add_p50_ms", "routed_add_p50_ratio", "—", None),
     Target("DEL p50 (ms), routed", "routed_del_p50_ms", "ref_del_p50_ms", "routed_del_p50_ratio", "—", None),
@@ -57,6 +59,7 @@ TARGETS = (
 
 LATENCY_ROWS = (
     ("ADD, bridge", "add", "ref_add"), ("CHECK, bridge", "check", "ref_check"), ("DEL, bridge", "del", "ref_del"),
+    ("DEL, bridge, deferred_delete", "dd_del", "ref_del"),
     ("ADD, routed", "routed_add", "ref_add"), ("CHECK, routed", "routed_check", "ref_check"),
     ("DEL, routed", "routed_del", "ref_del"),
     ("ADD, 10 in flight", "parallel_add", "ref_parallel_add"), ("DEL, 10 in flight", "parallel_del",

@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHIM = REPO / "shim" / "build" / "cloudnic"
 
 C_BRIDGE, C_ROUTED, C_MACVLAN, REF = "cloudnic-bridge", "cloudnic-routed", "cloudnic-macvlan", "ref-bridge"
+C_BRIDGE_DD = "cloudnic-bridge-dd"      # the bridge mode with the opt-in deferred_delete
 NETS = [Net("cnb-bridge", "bridge", "10.210.0.0/16", "10.210.0.1", bridge="cnb-cbr0"),
+        Net("cnb-bridge-dd", "bridge", "10.213.0.0/16", "10.213.0.1", bridge="cnb-cbr1", deferred_delete=True),
         Net("cnb-routed", "routed", "10.211.0.0/16"),
         Net("cnb-macvlan", "macvlan", "10.212.0.0/16", "10.212.0.1", parent="cnb-mvp0")]
 REF_BRIDGE, REF_SUBNET, REF_GW = "cnb-rbr0", "10.220.0.0/16", "10.220.0.1"
@@ -57,7 +59,7 @@ class Suite:
     # ---- set-up -----------------------------------------------------------------------
 
     def _sandboxes(self, label: str, count: int) -> list[Sandbox]:
-        short = {C_BRIDGE: "cb", C_ROUTED: "cr", C_MACVLAN: "cm", REF: "rb"}[label]
+        short = {C_BRIDGE: "cb", C_ROUTED: "cr", C_MACVLAN: "cm", REF: "rb", C_BRIDGE_DD: "cd"}[label]
         sbs = [Sandbox(f"cnb-{self.tag}-{short}{i}", f"cnb{self.tag}{short}{i:05d}", f"pod-{short}{i}")
                for i in range(count)]
         self.netns_names += [s.netns for s in sbs]
@@ -79,7 +81,8 @@ class Suite:
                           EXEC_TRUE.label: [Sandbox("none", f"true{i}", "none") for i in range(s.samples)],
                           C_ROUTED: self._sandboxes(C_ROUTED, max(s.samples, s.warmup, s.floor_pods, 2,
                                                                   self.population, scale)),
-                          C_MACVLAN: self._sandboxes(C_MACVLAN, 2)}
+                          C_MACVLAN: self._sandboxes(C_MACVLAN, 2),
+                          C_BRIDGE_DD: self._sandboxes(C_BRIDGE_DD, max(s.samples, s.warmup, 2))}
         t0 = time.perf_counter()
         netns.create_many(self.netns_names)
         self.log(f"created {len(self.netns_names)} sandbox netns in {time.perf_counter() - t0:.1f} s")
@@ -99,6 +102,7 @@ class Suite:
             C_BRIDGE: cloudnic(C_BRIDGE, str(SHIM), sock, "cnb-bridge"),
             C_ROUTED: cloudnic(C_ROUTED, str(SHIM), sock, "cnb-routed"),
             C_MACVLAN: cloudnic(C_MACVLAN, str(SHIM), sock, "cnb-macvlan"),
+            C_BRIDGE_DD: cloudnic(C_BRIDGE_DD, str(SHIM), sock, "cnb-bridge-dd"),
             REF: reference_bridge(REF, "cnb-ref", REF_BRIDGE, REF_SUBNET, REF_GW, str(self.work / "host-local")),
         }
 
@@ -120,11 +124,12 @@ class Suite:
         seq = Samples()
         steps: list[tuple[str, Callable[[], None]]] = [
             ("warm-up", lambda: self.notes.extend(warm_up(
-                [self.plugins[k] for k in (C_BRIDGE, C_ROUTED, REF)], self.sandboxes, s.warmup))),
+                [self.plugins[k] for k in (C_BRIDGE, C_ROUTED, C_BRIDGE_DD, REF)], self.sandboxes, s.warmup))),
             ("memory", lambda: peak_rss([self.plugins[k] for k in (C_BRIDGE, REF)], self.sandboxes,
                                         max(2, s.warmup), seq)),
             # /bin/true rides along as a gauge of the machine's noise: the cost of one exec
-            ("sequential", lambda: sequential([*(self.plugins[k] for k in (C_BRIDGE, C_ROUTED, REF)), EXEC_TRUE],
+            ("sequential", lambda: sequential([*(self.plugins[k] for k in (C_BRIDGE, C_ROUTED, C_BRIDGE_DD, REF)),
+                                               EXEC_TRUE],
                                               self.sandboxes, s.samples, seq, agent_cpu=self._agent_cpu)),
             ("parallel", lambda: self._parallel(seq)),
             ("scale", self._scale),
@@ -144,7 +149,7 @@ class Suite:
                 self.log(traceback.format_exc())
             self.data[f"time_{name}_s"] = round(time.perf_counter() - t0, 1)
             self.log(f"{name} done in {self.data[f'time_{name}_s']} s")
-        self.data.update(figures.sequential(seq, s.samples, C_BRIDGE, C_ROUTED, REF))
+        self.data.update(figures.sequential(seq, s.samples, C_BRIDGE, C_ROUTED, REF, deferred=C_BRIDGE_DD))
         self.data.update(seq.summary(EXEC_TRUE.label, "ADD").flat("exec_true"))
         self.data.update(figures.rss(seq, C_BRIDGE, REF))
         for (label, verb), errs in sorted(seq.errors.items()):
