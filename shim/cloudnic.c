@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -475,8 +476,15 @@ static void build_request(long total_ms)
 	add_field(&count, "cloudnic.request_id", 19, g.request_id, 16);
 	const char *path = getenv("CNI_NETNS");
 	if (path && *path) {
-		g.netns_fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (g.netns_fd >= 0)
+		/* a namespace file is a regular (nsfs) file: never open a FIFO (open blocks
+		 * forever), a device (opening some has side effects), a directory or a socket;
+		 * those travel as errno:EINVAL and the agent refuses them */
+		struct stat st;
+		if (stat(path, &st) < 0)
+			snprintf(netns, sizeof netns, "errno:%d", errno);
+		else if (!S_ISREG(st.st_mode))
+			snprintf(netns, sizeof netns, "errno:%d", EINVAL);
+		else if ((g.netns_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) >= 0)
 			snprintf(netns, sizeof netns, "fd");
 		else
 			snprintf(netns, sizeof netns, "errno:%d", errno);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -47,6 +48,15 @@ def _error_version(stdin: bytes) -> str:
     except Exception:
         return "1.1.0"
     return v if isinstance(v, str) and v in cniversion.SUPPORTED else "1.1.0"
+
+
+def _netns_unopenable(path: str, err: int) -> InvalidEnvironment:
+    """CNI_NETNS the shim could not open (errno ``err``); EINVAL: not a regular file, never opened."""
+    if err == errno.EINVAL:
+        return InvalidEnvironment(f"CNI_NETNS {path!r} is not a network namespace (a directory, device, FIFO "
+                                  "or socket); give the path of one such as /run/netns/<name>")
+    return InvalidEnvironment(f"CNI_NETNS {path!r}: cannot open the network namespace ({os.strerror(err)}); "
+                              "give the path of an existing one such as /run/netns/<name>")
 
 
 class Server:
@@ -132,8 +142,11 @@ class Server:
             except wire.WireError as e:
                 log.warning("bad request frame", extra={"error": str(e), "kind": e.kind})
                 if e.kind == "too_large":
-                    err = IOFailure(f"request is larger than agent.max_request_bytes ({self.max_request_bytes})")
-                    await self._send(loop, conn, wire.encode_response(1, error_object(err, "1.1.0")))
+                    why = f"request is larger than agent.max_request_bytes ({self.max_request_bytes})"
+                    if e.magic == wire.MAGIC_ADMIN:     # an admin caller reads ADR1 frames only
+                        await self._send(loop, conn, wire.encode_admin_reply({"ok": False, "error": why}))
+                    else:
+                        await self._send(loop, conn, wire.encode_response(1, error_object(IOFailure(why), "1.1.0")))
                 return
             if isinstance(req, wire.Request):
                 netns_fd = req.netns_fd
@@ -202,11 +215,14 @@ class Server:
         if env.command in ("STATUS", "GC") and not cniversion.supports_status_gc(conf.cni_version):
             raise IncompatibleVersion(f"cniVersion {conf.cni_version}: {env.command} needs 1.1.0")
         fd = req.netns_fd
+        if fd is None and req.netns_errno is not None and env.command in ("ADD", "CHECK"):
+            raise _netns_unopenable(env.netns, req.netns_errno)
         if fd is not None and not is_netns_fd(fd):
             if env.command == "DEL":    # DEL of a gone/replaced netns: host side only
                 fd = None                  # (the descriptor is closed with the connection)
             else:
-                raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is not a network namespace")
+                raise InvalidEnvironment(f"CNI_NETNS {env.netns!r} is not a network namespace; give the path "
+                                         "of one such as /run/netns/<name> or /proc/<pid>/ns/net")
         if fd is not None:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) in self.node_netns:

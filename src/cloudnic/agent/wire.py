@@ -46,10 +46,11 @@ class WireError(Exception):
     ``io`` (a socket error), ``unreachable`` (admin_call could not connect).
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, magic: bytes = b"") -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.magic = magic  # the frame's magic when the header was read (too_large), else b""
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _header(data: bytes, magics: set[bytes], max_body: int) -> tuple[bytes, int]
         raise WireError("bad_magic", f"frame starts with {magic!r}, expected {want}")
     if length > max_body:
         raise WireError(
-            "too_large", f"{magic.decode()} body of {length} bytes exceeds the limit of {max_body}"
+            "too_large", f"{magic.decode()} body of {length} bytes exceeds the limit of {max_body}", magic
         )
     return magic, length
 
@@ -197,10 +198,10 @@ def decode_request(body: bytes, netns_fd: int | None) -> Request:
         pos += n
         return body[pos - n : pos]
 
-    def text(what: str) -> str:
+    def text(what: str, lenient: bool = False) -> str:
         raw = take(_U32.unpack(take(4, f"{what} length"))[0], what)
         try:
-            return raw.decode()
+            return raw.decode("utf-8", "surrogateescape" if lenient else "strict")
         except UnicodeDecodeError:
             raise WireError("malformed", f"{what} {raw[:40]!r} is not valid UTF-8") from None
 
@@ -209,8 +210,14 @@ def decode_request(body: bytes, netns_fd: int | None) -> Request:
         raise WireError("malformed", f"field count {count} is impossible in a body of {len(body)} bytes")
     fields: dict[str, str] = {}
     for i in range(count):
-        key = text(f"field {i} key")
-        fields.setdefault(key, text(f"field {key!r} value"))  # first wins, like getenv()
+        # the runtime's CNI_* variables are bytes, not necessarily UTF-8: undecodable bytes are kept as
+        # surrogates (os.fsdecode style) so that parse_env can refuse them naming the variable (code 4)
+        key = text(f"field {i} key", lenient=True)
+        cni = key.startswith("CNI_")
+        if not cni and not key.isascii():
+            raise WireError("malformed", f"field {i} key {key.encode(errors='surrogateescape')[:40]!r} is not "
+                            "a CNI_* variable nor an ASCII cloudnic field")
+        fields.setdefault(key, text(f"field {key!r} value", lenient=cni))  # first wins, like getenv()
     stdin = take(_U32.unpack(take(4, "stdin length"))[0], "stdin")
     if pos != len(body):
         raise WireError("malformed", f"{len(body) - pos} unexpected bytes after stdin")

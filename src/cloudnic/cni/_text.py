@@ -32,3 +32,8 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def got(value: Any) -> str:
+    """``value`` for "…, got <this>" messages: its JSON type and a bounded rendering ("null" once)."""
+    return "null" if value is None else f"{type_name(value)} {show(value)}"

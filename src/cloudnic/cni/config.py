@@ -18,11 +18,12 @@ from typing import Any
 from cloudnic.errors import CNIError, DecodeFailure, InvalidConfig, UnsupportedField
 
 from . import version
-from ._text import show, type_name
+from ._text import got, show, type_name
 
 MAX_DEPTH = 64
 MAX_CONFIG_BYTES = 16 << 20  # the shim refuses more than this itself
 MTU_MIN, MTU_MAX = 68, 65535
+MAX_NAME = 255  # names and ids (network, subnet, security group): Neutron's own limit
 VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -118,7 +119,7 @@ def _optional(conf: Mapping[str, Any], key: str, kind: type | tuple[type, ...], 
     if value is None:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InvalidConfig(f'config key "{key}" must be {expect}, got {type_name(value)} {show(value)}')
+        raise InvalidConfig(f'config key "{key}" must be {expect}, got {got(value)}')
     return value
 
 
@@ -126,6 +127,8 @@ def _nonempty_str(conf: Mapping[str, Any], key: str) -> str | None:
     value = _optional(conf, key, str, "a non-empty string")
     if value == "":
         raise InvalidConfig(f'config key "{key}" must be a non-empty string; remove it or give a value')
+    if value is not None and len(value) > MAX_NAME:
+        raise InvalidConfig(f'config key "{key}" is {len(value)} characters long; at most {MAX_NAME} allowed')
     return value
 
 
@@ -133,8 +136,9 @@ def _security_groups(conf: Mapping[str, Any]) -> tuple[str, ...]:
     groups = _optional(conf, "securityGroups", list, "an array of security group names or ids")
     out: list[str] = []
     for i, g in enumerate(groups or ()):
-        if not isinstance(g, str) or g == "":
-            raise InvalidConfig(f'config key "securityGroups"[{i}] must be a non-empty string, got {show(g)}')
+        if not isinstance(g, str) or g == "" or len(g) > MAX_NAME:
+            raise InvalidConfig(f'config key "securityGroups"[{i}] must be a non-empty string of at most '
+                                f"{MAX_NAME} characters, got {show(g)}")
         if g not in out:
             out.append(g)
     return tuple(out)
@@ -195,10 +199,10 @@ def _identity(conf: Mapping[str, Any], command: str) -> tuple[str, str, str]:
     name = conf.get("name")
     if name is None or name == "":
         raise InvalidConfig('config key "name" is required: give the network a name')
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         raise InvalidConfig(
             f'config key "name" {show(name)} is invalid: it must start with a letter or digit and contain '
-            "only letters, digits, '_', '.' and '-'"
+            f"only letters, digits, '_', '.' and '-' (at most {MAX_NAME})"
         )
     typ = conf.get("type")
     if not isinstance(typ, str) or typ == "":

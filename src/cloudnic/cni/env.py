@@ -30,7 +30,9 @@ REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
+USED = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 MAX_CONTAINER_ID = 1024
+MAX_POD_ARG = 253  # a Kubernetes DNS subdomain name
 IFNAMSIZ = 16  # including the trailing NUL
 _CONTAINER_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _KERNEL_SPACE = frozenset(b" \t\n\v\f\r\xa0")  # Linux lib/ctype.c isspace() includes 0xA0
@@ -105,6 +107,16 @@ def validate_ifname(value: str, var: str = "CNI_IFNAME") -> str:
     return value
 
 
+def validate_pod_arg(key: str, value: str) -> str:
+    """A ``K8S_POD_*`` value of CNI_ARGS: a Kubernetes name or uid (it ends up in port names and logs)."""
+    if len(value) > MAX_POD_ARG or not _CONTAINER_ID_RE.fullmatch(value):
+        raise InvalidEnvironment(
+            f'CNI_ARGS "{key}" {show(value)} is invalid: at most {MAX_POD_ARG} letters, digits, \'_\', \'.\' '
+            "and '-', starting with a letter or digit"
+        )
+    return value
+
+
 def validate_netns(value: str) -> str:
     if "\0" in value:
         raise InvalidEnvironment(f"CNI_NETNS {show(value)} contains a NUL byte")
@@ -115,8 +127,25 @@ def validate_netns(value: str) -> str:
     return value
 
 
+def check_utf8(var: str, value: str) -> str:
+    """Refuse a variable whose bytes were not UTF-8 (kept as surrogates by the wire decoder)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        offset = len(value[: e.start].encode("utf-8", "surrogateescape"))
+        byte = value[e.start].encode("utf-8", "surrogateescape")
+        raise InvalidEnvironment(
+            f"{var} is not valid UTF-8 (byte 0x{byte.hex()} at offset {offset}); "
+            "the runtime must pass it as UTF-8 text"
+        ) from None
+    return value
+
+
 def parse_env(env: Mapping[str, str]) -> Env:
     """Parse and validate the ``CNI_*`` variables for the verb in ``CNI_COMMAND``."""
+    for var in USED:
+        if var in env:
+            check_utf8(var, env[var])
     command = env.get("CNI_COMMAND", "")
     if command == "":
         raise InvalidEnvironment(f"CNI_COMMAND is not set; it must be one of {', '.join(COMMANDS)}")

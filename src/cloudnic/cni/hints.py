@@ -24,9 +24,10 @@ from typing import Any
 
 from cloudnic.errors import CNIError, InvalidConfig, InvalidEnvironment
 
-from ._text import show, type_name
-from .config import NetConf
-from .env import Env
+from . import capabilities
+from ._text import got, show, type_name
+from .config import MAX_NAME, NetConf
+from .env import Env, validate_pod_arg
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -78,7 +79,7 @@ def annotation_source(key: str) -> str:
 def parse_ip(text: Any, where: str, error: ErrorClass = InvalidConfig) -> IPAddress:
     """One ``ip[/prefix]``; the prefix is validated and dropped."""
     if not isinstance(text, str):
-        raise error(f"{where}: expected an IP address string, got {type_name(text)} {show(text)}")
+        raise error(f"{where}: expected an IP address string, got {got(text)}")
     value = text.strip()
     try:
         addr = ipaddress.ip_interface(value).ip if "/" in value else ipaddress.ip_address(value)
@@ -119,7 +120,7 @@ def parse_ips(
 def parse_mac(text: Any, where: str, error: ErrorClass = InvalidConfig) -> str:
     """A unicast, non-zero 6-byte MAC (``:``, ``-`` or ``.`` notation) -> ``aa:bb:cc:dd:ee:ff``."""
     if not isinstance(text, str):
-        raise error(f"{where}: expected a MAC address string, got {type_name(text)} {show(text)}")
+        raise error(f"{where}: expected a MAC address string, got {got(text)}")
     value = text.strip().lower()
     if len(value) == 17 and value[2::3] in (":" * 5, "-" * 5):
         digits = value.replace(value[2], "")
@@ -158,7 +159,7 @@ def _annotations(rc: Mapping[str, Any]) -> Mapping[str, str]:
     for k, v in ann.items():
         if not isinstance(v, str):
             raise InvalidConfig(
-                f"{annotation_source(k)}: value must be a string, got {type_name(v)} {show(v)}"
+                f"{annotation_source(k)}: value must be a string, got {got(v)}"
             )
     return MappingProxyType(dict(ann))
 
@@ -183,17 +184,24 @@ def _annotation_ips(ann: Mapping[str, str]) -> list[tuple[tuple[IPAddress, ...],
     return found
 
 
+def _bounded(value: str, key: str) -> str:
+    if len(value) > MAX_NAME:
+        raise InvalidConfig(f"{annotation_source(key)}: a name or id of {len(value)} characters; at most "
+                            f"{MAX_NAME} allowed")
+    return value
+
+
 def _annotation_str(ann: Mapping[str, str], keys: tuple[str, ...]) -> tuple[str | None, str]:
     for key in keys:
         value = ann.get(key, "").strip()
         if value:
-            return value, annotation_source(key)
+            return _bounded(value, key), annotation_source(key)
     return None, ""
 
 
 def _annotation_sgs(ann: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
     for key in ANN_SECURITY_GROUPS:
-        groups = _comma_list(ann.get(key, ""))
+        groups = [_bounded(g, key) for g in _comma_list(ann.get(key, ""))]
         if groups:
             return _dedup(groups), annotation_source(key)
     return (), ""
@@ -225,15 +233,6 @@ def _rc_ips(rc: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     return parse_ips(value, SRC_RC_IPS)
 
 
-def _port_mappings(rc: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
-    value = rc.get("portmappings")
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
-        raise InvalidConfig(f'runtimeConfig "portMappings" must be an array of objects, got {show(value)}')
-    return tuple(MappingProxyType(m) for m in value)
-
-
 def _first(*candidates: tuple[Any, str]) -> tuple[Any, str]:
     for value, source in candidates:
         if value:
@@ -259,8 +258,11 @@ def resolve_hints(conf: NetConf, env: Env) -> Hints:
     subnet, subnet_source = _first(_annotation_str(ann, ANN_SUBNET), (conf.subnet, 'config "subnet"'))
     sgs, sgs_source = _first(_annotation_sgs(ann), (conf.security_groups, 'config "securityGroups"'))
 
+    capabilities.bandwidth(rc.get("bandwidth"))
+
     def pod(key: str) -> str | None:
-        return env.args.get(key) or None
+        value = env.args.get(key) or None
+        return validate_pod_arg(key, value) if value is not None else None
 
     return Hints(
         ips=ips or (),
@@ -275,7 +277,7 @@ def resolve_hints(conf: NetConf, env: Env) -> Hints:
         pod_uid=pod("K8S_POD_UID"),
         pod_infra_container_id=pod("K8S_POD_INFRA_CONTAINER_ID"),
         annotations=ann,
-        port_mappings=_port_mappings(rc),
+        port_mappings=capabilities.port_mappings(rc.get("portmappings")),
         network_source=network_source,
         subnet_source=subnet_source,
         security_groups_source=sgs_source,

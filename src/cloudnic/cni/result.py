@@ -18,7 +18,7 @@ from typing import Any
 from cloudnic.errors import IncompatibleVersion, InvalidConfig
 
 from . import version as _version
-from ._text import show, type_name
+from ._text import got, show
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -145,7 +145,7 @@ class Result:
 
 
 def _bad(path: str, what: str, value: Any) -> InvalidConfig:
-    return InvalidConfig(f"{path} must be {what}, got {type_name(value)} {show(value)}")
+    return InvalidConfig(f"{path} must be {what}, got {got(value)}")
 
 
 def _get(obj: Mapping[str, Any], key: str, path: str, kind: type, what: str) -> Any:

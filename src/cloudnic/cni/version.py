@@ -12,7 +12,7 @@ from typing import Any
 
 from cloudnic.errors import IncompatibleVersion, InvalidConfig
 
-from ._text import show, type_name
+from ._text import got, show, type_name
 
 SUPPORTED: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED[-1]
@@ -60,7 +60,7 @@ def _check_single(value: Any) -> str:
             f"{_SUPPORTED_TEXT}"
         )
     if not isinstance(value, str):
-        raise InvalidConfig(f'config key "cniVersion" must be a string, got {type_name(value)} {show(value)}')
+        raise InvalidConfig(f'config key "cniVersion" must be a string, got {got(value)}')
     if value not in SUPPORTED:
         raise IncompatibleVersion(
             f'config "cniVersion" {show(value)} is not supported by cloudnic; use one of {_SUPPORTED_TEXT}'
@@ -80,7 +80,7 @@ def negotiate(conf: Mapping[str, Any]) -> str:
     for i, item in enumerate(versions):
         if not isinstance(item, str):
             raise InvalidConfig(
-                f'config key "cniVersions"[{i}] must be a string, got {type_name(item)} {show(item)}'
+                f'config key "cniVersions"[{i}] must be a string, got {got(item)}'
             )
     if conf.get("cniVersion") not in (None, ""):
         _check_single(conf["cniVersion"])

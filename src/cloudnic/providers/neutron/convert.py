@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cloudnic.errors import InvalidConfig, ProviderError
-from cloudnic.providers.base import FixedIP, Network, Port, Route, Subnet
+from cloudnic.providers.base import FixedIP, IPAddress, Network, Port, Route, Subnet
 
 CLUSTER_TAG = "cloudnic:cluster="
 NODE_TAG = "cloudnic:node="
@@ -59,56 +59,140 @@ def owner_description(tags: Iterable[str]) -> str:
     return "" if owner is None else f"{CLUSTER_TAG}{owner[0]} {NODE_TAG}{owner[1]}"
 
 
+class _Fields:
+    """Typed reads of one Neutron JSON object; a bad field becomes a ProviderError naming it."""
+
+    def __init__(self, kind: str, d: Any, ident: str = "") -> None:
+        if not isinstance(d, Mapping):
+            raise ProviderError(f"Neutron returned a {kind} that is not a JSON object: got {_show(d)}; "
+                                "is the endpoint a Neutron API?")
+        self.kind, self.d = kind, d
+        self.ident = ident or (d.get("id") if isinstance(d.get("id"), str) else "")
+
+    def bad(self, key: str, expect: str, value: Any) -> ProviderError:
+        return ProviderError(f'Neutron returned a {self.kind} cloudnic cannot read: field "{key}" must be '
+                             f"{expect}, got {_show(value)}", f"{self.kind} {self.ident}".strip())
+
+    def required_str(self, key: str) -> str:
+        value = self.d.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.bad(key, "a non-empty string" if key in self.d else "present (a non-empty string)", value)
+        return value
+
+    def text(self, key: str) -> str:
+        value = self.d.get(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise self.bad(key, "a string", value)
+        return value
+
+    def array(self, key: str) -> list[Any]:
+        value = self.d.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple):
+            raise self.bad(key, "an array", value)
+        return list(value)
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        items = self.array(key)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.bad(f"{key}[{i}]", "a string", item)
+        return tuple(items)
+
+    def objects(self, key: str) -> list[tuple[str, Mapping[str, Any]]]:
+        out: list[tuple[str, Mapping[str, Any]]] = []
+        for i, item in enumerate(self.array(key)):
+            if not isinstance(item, Mapping):
+                raise self.bad(f"{key}[{i}]", "an object", item)
+            out.append((f"{key}[{i}]", item))
+        return out
+
+    def natural(self, key: str) -> int | None:
+        value = self.d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.bad(key, "a non-negative integer or null", value)
+        return value
+
+    def ip(self, key: str, value: Any) -> IPAddress:
+        try:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return ipaddress.ip_address(value)
+        except ValueError:
+            raise self.bad(key, "an IP address string", value) from None
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def port_from_json(d: Mapping[str, Any], *, names_ownership: bool = False) -> Port:
-    try:
-        fixed = tuple(FixedIP(subnet_id=str(f["subnet_id"]), address=ipaddress.ip_address(f["ip_address"]))
-                      for f in d.get("fixed_ips") or ())
-        name = str(d.get("name") or "")
-        tags = tuple(str(t) for t in d.get("tags") or ())
-        if names_ownership:
-            name, owner_tags = decode_name(name)
-            tags = tuple(dict.fromkeys((*owner_tags, *tags)))
-        elif owner_of(tags) is None:
-            # created, but the tags never got set (a crash or timeout between POST and PUT .../tags)
-            marked = tuple(str(d.get("description") or "").split())
-            if owner_of(marked) is not None:
-                tags = tuple(dict.fromkeys((*tags, *(t for t in marked if t.startswith((CLUSTER_TAG, NODE_TAG))))))
-        extra = {k: d[k] for k in ("binding:vif_type", "binding:vif_details", "binding:vnic_type", "device_id",
-                                   "project_id", "revision_number", "admin_state_up", "port_security_enabled")
-                 if k in d}
-        return Port(
-            id=str(d["id"]), network_id=str(d["network_id"]), mac=str(d.get("mac_address") or "").lower(),
-            fixed_ips=fixed, name=name, status=str(d.get("status") or ""),
-            security_groups=tuple(str(s) for s in d.get("security_groups") or ()), tags=tags,
-            device_owner=str(d.get("device_owner") or ""), host_id=str(d.get("binding:host_id") or ""),
-            extra=extra,
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProviderError(f"Neutron returned a port cloudnic cannot read ({e!r})",
-                            str(dict(d).get("id", "")) if isinstance(d, Mapping) else "") from None
+    f = _Fields("port", d)
+    fixed = []
+    for path, item in f.objects("fixed_ips"):
+        subnet_id = item.get("subnet_id")
+        if not isinstance(subnet_id, str) or not subnet_id:
+            raise f.bad(f"{path}.subnet_id", "a non-empty string", subnet_id)
+        fixed.append(FixedIP(subnet_id=subnet_id, address=f.ip(f"{path}.ip_address", item.get("ip_address"))))
+    name = f.text("name")
+    tags, description = f.texts("tags"), f.text("description")
+    if names_ownership:
+        name, owner_tags = decode_name(name)
+        tags = tuple(dict.fromkeys((*owner_tags, *tags)))
+    elif owner_of(tags) is None:
+        # created, but the tags never got set (a crash or timeout between POST and PUT .../tags)
+        marked = tuple(description.split())
+        if owner_of(marked) is not None:
+            tags = tuple(dict.fromkeys((*tags, *(t for t in marked if t.startswith((CLUSTER_TAG, NODE_TAG))))))
+    extra = {k: d[k] for k in ("binding:vif_type", "binding:vif_details", "binding:vnic_type", "device_id",
+                               "project_id", "revision_number", "admin_state_up", "port_security_enabled")
+             if k in d}
+    return Port(
+        id=f.required_str("id"), network_id=f.required_str("network_id"), mac=f.text("mac_address").lower(),
+        fixed_ips=tuple(fixed), name=name, status=f.text("status"), security_groups=f.texts("security_groups"),
+        tags=tags, device_owner=f.text("device_owner"), host_id=f.text("binding:host_id"), extra=extra,
+    )
 
 
 def subnet_from_json(d: Mapping[str, Any]) -> Subnet:
+    f = _Fields("subnet", d)
+    cidr = d.get("cidr")
     try:
-        gw = d.get("gateway_ip")
-        return Subnet(
-            id=str(d["id"]), network_id=str(d["network_id"]), cidr=ipaddress.ip_network(d["cidr"], strict=False),
-            gateway=ipaddress.ip_address(gw) if gw else None, name=str(d.get("name") or ""),
-            host_routes=tuple(Route(dst=str(r["destination"]), gw=r.get("nexthop") or None)
-                              for r in d.get("host_routes") or ()),
-            dns_nameservers=tuple(str(x) for x in d.get("dns_nameservers") or ()),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProviderError(f"Neutron returned a subnet cloudnic cannot read ({e!r})") from None
+        if not isinstance(cidr, str):
+            raise ValueError(cidr)
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise f.bad("cidr", "a CIDR string such as 10.0.0.0/24", cidr) from None
+    gw = d.get("gateway_ip")
+    routes = []
+    for path, r in f.objects("host_routes"):
+        dst, nexthop = r.get("destination"), r.get("nexthop")
+        if not isinstance(dst, str) or not dst:
+            raise f.bad(f"{path}.destination", "a CIDR string", dst)
+        if nexthop is not None and not isinstance(nexthop, str):
+            raise f.bad(f"{path}.nexthop", "an IP address string or null", nexthop)
+        routes.append(Route(dst=dst, gw=nexthop or None))
+    return Subnet(
+        id=f.required_str("id"), network_id=f.required_str("network_id"), cidr=network,
+        gateway=f.ip("gateway_ip", gw) if gw else None, name=f.text("name"), host_routes=tuple(routes),
+        dns_nameservers=f.texts("dns_nameservers"),
+    )
 
 
 def network_from_json(d: Mapping[str, Any], subnets: Iterable[Mapping[str, Any]]) -> Network:
-    seg = d.get("provider:segmentation_id")
-    order = {sid: i for i, sid in enumerate(d.get("subnets") or ())}
+    f = _Fields("network", d)
+    if not isinstance(subnets, list | tuple):
+        raise ProviderError(f"Neutron returned the subnets of network {f.ident!r} as {_show(subnets)}, not as an "
+                            'array: field "subnets" must be an array of subnet objects')
+    order = {sid: i for i, sid in enumerate(f.texts("subnets"))}
     subs = sorted((subnet_from_json(s) for s in subnets), key=lambda s: (order.get(s.id, len(order)), s.id))
-    mtu = d.get("mtu")
     return Network(
-        id=str(d["id"]), name=str(d.get("name") or ""), mtu=int(mtu) if mtu else None, subnets=tuple(subs),
-        network_type=str(d.get("provider:network_type") or ""),
-        segmentation_id=int(seg) if isinstance(seg, int) else None,
+        id=f.required_str("id"), name=f.text("name"), mtu=f.natural("mtu") or None, subnets=tuple(subs),
+        network_type=f.text("provider:network_type"), segmentation_id=f.natural("provider:segmentation_id"),
     )
