@@ -4,20 +4,12 @@
 # (a plugin's own peak RSS: see bench/spawn.py).
 # Idempotent: apt-get update and install run only when something is missing.
 set -euo pipefail
-export DEBIAN_FRONTEND=noninteractive
 [ "$(id -u)" = 0 ] || { echo "bench-setup: must run as root (it installs packages; the bench creates netns)" >&2; exit 1; }
-pkgs=(containernetworking-plugins iperf3 iproute2 util-linux time)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "bench-setup: installing ${missing[*]}" >&2
-  # iperf3's postinst asks whether to start a daemon: say no, never listen on the host
-  echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
-  apt-get -o DPkg::Lock::Timeout=900 update -qq
-  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=lib/ensure_pkgs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/ensure_pkgs.sh"
+# iperf3's postinst asks whether to start a daemon: say no, never listen on the host
+ensure_pkgs --no-recommends --preseed "iperf3 iperf3/start_daemon boolean false" \
+  containernetworking-plugins iperf3 iproute2 util-linux time
 for f in /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/macvlan; do
   [ -x "$f" ] || { echo "bench-setup: $f missing after installing containernetworking-plugins" >&2; exit 1; }
 done

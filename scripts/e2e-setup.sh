@@ -27,15 +27,9 @@ log() { printf 'e2e-setup: %s\n' "$*" >&2; }
 mkdir -p "$E2E"/{bin,src,cni-bin,images,rootfs/bin,podman/tmp,podman/net.d,containerd/net.d}
 
 # ---- packages: one `apt-get update`, and only when something is missing -------------------------
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  "${APT[@]}" update
-  "${APT[@]}" install -y "${missing[@]}" >/dev/null
-fi
+# shellcheck source=lib/ensure_pkgs.sh
+. "$REPO/scripts/lib/ensure_pkgs.sh"
+ensure_pkgs "${PACKAGES[@]}"
 
 # ---- cnitool: in the source package golang-github-appc-cni only; build offline in GOPATH mode ----
 if [ ! -x "$E2E/bin/cnitool" ]; then

@@ -175,6 +175,64 @@ def test_return_to_park_scrubs_and_the_port_serves_another_pod(
     dp.check(sandboxes[1].fd, attachment(1, family="v4"), other)
 
 
+def qdiscs(ns: Netns, dev: str) -> list[tuple[str, str]]:
+    """(kind, parent) of every qdisc on ``dev`` as ``tc`` shows them."""
+    import json
+    return sorted((q["kind"], q.get("parent", "root")) for q in json.loads(sh("tc", "-n", ns.name, "-j", "qdisc",
+                                                                              "show", "dev", dev) or "[]"))
+
+
+def shape_like_the_bandwidth_plugin(node: Netns, tap: str, ifb: str, foreign_ifb: str) -> None:
+    """What a chained ``bandwidth`` plugin leaves on a pod's host end, done with ``tc``; plus an ifb of
+    someone else's that the tap's ingress also redirects to (it must survive the scrub)."""
+    def tc(*args: str) -> None:
+        sh("tc", "-n", node.name, *args)
+    tc("qdisc", "add", "dev", tap, "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "100ms")
+    for name in (ifb, foreign_ifb):
+        sh("ip", "-n", node.name, "link", "add", name, "type", "ifb")
+        sh("ip", "-n", node.name, "link", "set", name, "up")
+    tc("qdisc", "add", "dev", ifb, "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "100ms")
+    tc("qdisc", "add", "dev", tap, "ingress")
+    for pref, target in (("1", ifb), ("2", foreign_ifb)):
+        tc("filter", "add", "dev", tap, "parent", "ffff:", "pref", pref, "protocol", "all", "u32", "match", "u32",
+           "0", "0", "action", "mirred", "egress", "redirect", "dev", target)
+
+
+def test_return_to_park_removes_what_a_chained_bandwidth_plugin_left_on_the_tap(
+        node: Netns, sandboxes: list[Netns], lot_name: str, dp: LinuxBridgeDataplane) -> None:
+    dp.park(parked(0))
+    dp.park(parked(1))
+    tap, other_tap = tap_name(port_id(0)), tap_name(port_id(1))
+    ifb, foreign = unique("bwp", "")[:15], unique("ifk", "")
+    first = attachment(0)
+    plugged = dp.plug_parked(sandboxes[0].fd, first)
+    other = dp.plug_parked(sandboxes[3].fd, attachment(1))      # never shaped: the default to compare with
+    default_host, default_pod = qdiscs(node, other_tap), qdiscs(sandboxes[3], "eth0")
+    assert qdiscs(node, tap) == default_host
+    shape_like_the_bandwidth_plugin(node, tap, ifb, foreign)
+    shaped = qdiscs(node, tap)
+    assert ("tbf", "root") in shaped and ("ingress", "ffff:fff1") in shaped, shaped
+    dp.return_to_park(sandboxes[0].fd, first, plugged)
+    assert qdiscs(node, tap) == qdiscs(node, other_tap), "no qdisc but the default is left on the parked tap"
+    assert link(node, ifb) is None, "the plugin's ifb, which the tap's ingress redirected to, is gone"
+    assert link(node, foreign) is not None, "an ifb not named like the plugin's is left alone"
+    assert tap_name(port_id(0)) in bridge_ports(node) and dp.parked_ports() == {port_id(0)}
+    # a DEL that failed after the move but before the scrub: its retry scrubs
+    sh("tc", "-n", node.name, "qdisc", "add", "dev", tap, "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+       "latency", "100ms")
+    sh("tc", "-n", node.name, "qdisc", "add", "dev", tap, "ingress")
+    dp.return_to_park(sandboxes[0].fd, first, plugged)
+    assert qdiscs(node, tap) == qdiscs(node, other_tap)
+    # the next pod on that port: the default qdiscs on both of its ends, and it still works
+    second = attachment(0, family="v4", addresses=(ipaddress.ip_interface("10.71.0.40/24"),), key="pods/c9/eth0")
+    p2 = dp.plug_parked(sandboxes[1].fd, second)
+    assert qdiscs(node, tap) == default_host
+    assert qdiscs(sandboxes[1], "eth0") == default_pod
+    assert ping(sandboxes[3], "10.71.0.40")
+    dp.check(sandboxes[1].fd, second, p2)
+    dp.check(sandboxes[3].fd, attachment(1), other)
+
+
 def test_a_sandbox_gone_before_return_re_creates_the_parked_port(
         node: Netns, sandboxes: list[Netns], lot_name: str, dp: LinuxBridgeDataplane) -> None:
     dp.park(parked(0))

@@ -345,6 +345,89 @@ def test_a_silent_server_is_a_try_again_error(ovsdb: FakeOvsdb) -> None:
     assert e.value.code == 11
 
 
+class BadServer:
+    """A unix socket that misbehaves: ``silent`` accepts and never answers, ``hangup`` closes at once,
+    ``refuse`` is bound but not listening (connect gets ECONNREFUSED)."""
+
+    def __init__(self, path: str, how: str) -> None:
+        self.path, self.how = path, how
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.held: list[socket.socket] = []
+        if how != "refuse":
+            self.sock.listen(8)
+            threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.how == "hangup":
+                conn.close()
+            else:
+                self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+        os.unlink(self.path)
+
+
+@pytest.fixture(params=["missing", "refuse", "silent", "hangup"])
+def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "db.sock")
+    if request.param == "missing":
+        yield path
+        return
+    server = BadServer(path, request.param)
+    try:
+        yield path
+    finally:
+        server.close()
+
+
+def test_an_unreachable_ovsdb_at_runtime_is_try_again_later_on_plug_unplug_and_check(unreachable: str) -> None:
+    br = OvsBridge(OvsdbClient(unreachable, timeout_s=0.3), "br-int")
+    for what, call in (("plug", lambda: br.add_port(TAP, IDS)), ("unplug", lambda: br.del_port(TAP)),
+                       ("check", lambda: br.iface_ids(TAP))):
+        with pytest.raises(TryAgainLater) as e:
+            call()
+        assert e.value.code == 11, what
+        assert f"OVSDB at unix:{unreachable} " in e.value.msg, "the socket is named"
+        assert "systemctl status openvswitch-switch" in e.value.msg, "and what to check"
+        assert e.value.details, "with the cause"
+
+
+def test_an_ovsdb_that_comes_back_serves_the_retry(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sock")
+    br = OvsBridge(OvsdbClient(path, timeout_s=1), "br-int")
+    with pytest.raises(TryAgainLater, match="is not reachable"):
+        br.add_port(TAP, IDS)
+    fake = FakeOvsdb(path)
+    try:
+        assert br.add_port(TAP, IDS) is True
+        assert fake.ports_of("br-int") == {TAP}
+    finally:
+        fake.close()
+
+
+def test_an_error_reply_is_not_a_try_again(ovsdb: FakeOvsdb, br: OvsBridge) -> None:
+    ovsdb.fail_op = "insert"
+    with pytest.raises(DataplaneError) as e:
+        br.add_port(TAP, IDS)
+    assert not isinstance(e.value, TryAgainLater) and e.value.code == 104
+
+
+def test_construction_against_an_unreachable_ovsdb_is_a_setup_error(unreachable: str) -> None:
+    with pytest.raises(DataplaneError, match=f"cannot reach OVSDB at unix:{unreachable}; the ovs dataplane needs "
+                                             "Open vSwitch running") as e:
+        OvsDataplane(ovsdb_socket=unreachable, timeout_s=0.3)
+    assert e.value.code == 104
+
+
 def test_the_request_builders_are_pure() -> None:
     assert add_port_ops("br-int", TAP, IDS) == add_port_ops("br-int", TAP, dict(reversed(list(IDS.items()))))
     assert update_ids_ops(TAP, IDS)[0]["row"]["external_ids"][1][0] == ["attached-mac", MAC]

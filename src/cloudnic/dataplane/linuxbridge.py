@@ -18,9 +18,12 @@ or :: is on-link.
 
 This mode is also a :class:`ParkingDataplane`: pooled ports are parked in the parking
 netns (``parking.py``), moved into a sandbox by ``plug_parked`` and back by
-``return_to_park``. Unplug deletes the tap (which deletes the pair); bridges are left to
-the Neutron agent, which removes a ``brq…`` once its network has no port on the node
-(``remove_bridge_if_empty`` is for teardown without an agent).
+``return_to_park``, which also removes the traffic control a chained ``bandwidth`` plugin
+left on the tap (root and ingress qdiscs, its ifb: ``tc.py``) so that the next pod on the
+port does not inherit the previous pod's rate limit (a re-created pair has none). Unplug
+deletes the tap (which deletes the pair); bridges are left to the Neutron agent, which
+removes a ``brq…`` once its network has no port on the node (``remove_bridge_if_empty``
+is for teardown without an agent).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from cloudnic import crash
-from cloudnic.dataplane import parking
+from cloudnic.dataplane import parking, tc
 from cloudnic.dataplane.base import Attachment, ParkingDataplane, Plugged, RouteSpec
 from cloudnic.dataplane.check import link_problems
 from cloudnic.dataplane.kernel import Kernel, LinkChange, LinkInfo, LinkSpec, cause_errno
@@ -298,6 +301,9 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
         host = self.host_kernel()
         if self._lot.kernel().link(parked_name(att.port_id)) is not None:
             self.park(att)                             # already back (a retried DEL)
+            tap_link = host.link(spec.host_ifname)
+            if tap_link is not None:                   # that DEL may have failed before the scrub
+                tc.scrub_host_end(host, tap_link.index, tap_link.ifname)
             return
         tap_link = host.link(spec.host_ifname)
         if sandbox_fd is not None and tap_link is not None:
@@ -309,6 +315,7 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
                     parking.move_to_lot(sb, link.index, ifname, self._lot, port_id=att.port_id, mac=spec.mac,
                                         mtu=spec.mtu)
                     self._repair_tap(host, tap_link, att, spec.mtu)
+                    tc.scrub_host_end(host, tap_link.index, tap_link.ifname)   # no rate limit for the next pod
                     return
         # the sandbox end is gone (with its netns, which deleted the pair) or is not this port's
         if tap_link is not None:

@@ -15,6 +15,12 @@ bridge and bumps ``next_cfg`` so ovs-vswitchd reconfigures; re-adding an existin
 of the bridge only rewrites its ``external_ids``. Removing it takes the Port out of the
 bridge (the Port and Interface rows are then garbage-collected by ovsdb-server).
 
+OVSDB going away at runtime (socket absent or refused, no answer within ``timeout_s``,
+connection closed or reset: ovsdb-server restarting) makes plug, unplug and check raise
+``TryAgainLater`` (CNI code 11) naming the socket and what to check, so the runtime
+retries; an error *reply* stays a ``DataplaneError`` (104). At construction an
+unreachable OVSDB is a setup problem: ``DataplaneError`` naming the socket.
+
 This machine's kernel has no openvswitch module: the requests are unit-tested against a
 fake OVSDB server, and constructing the dataplane without ovsdb-server fails with a
 ``DataplaneError`` naming the socket.
@@ -23,6 +29,7 @@ fake OVSDB server, and constructing the dataplane without ovsdb-server fails wit
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import socket
@@ -50,6 +57,9 @@ from cloudnic.dataplane.veth import (
 from cloudnic.errors import DataplaneError, InvalidConfig, TryAgainLater
 
 DEFAULT_SOCKET = "/run/openvswitch/db.sock"
+# no server (yet), or one that went away: retry later rather than fail the pod
+TRANSIENT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT,
+                              errno.EAGAIN, errno.ECONNABORTED})
 DB = "Open_vSwitch"
 _ids = itertools.count(1)
 
@@ -61,6 +71,11 @@ class OvsdbClient:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
 
+    def _unreachable(self, doing: str, cause: str) -> TryAgainLater:
+        return TryAgainLater(f"OVSDB at unix:{self.socket_path} {doing}; Open vSwitch may be down or restarting: "
+                             "check `systemctl status openvswitch-switch` (ovsdb-server) and that the ovs "
+                             "setting ovsdb_socket names its socket, then retry", cause)
+
     def _connect(self) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         s.settimeout(self.timeout_s)
@@ -68,13 +83,18 @@ class OvsdbClient:
             s.connect(self.socket_path)
         except OSError as e:
             s.close()
-            raise DataplaneError(f"cannot reach OVSDB at unix:{self.socket_path}; the ovs dataplane needs Open "
-                                 "vSwitch running (ovsdb-server and ovs-vswitchd, with the openvswitch kernel "
-                                 "module) or set ovsdb_socket", e.strerror or str(e)) from e
+            if isinstance(e, TimeoutError) or e.errno in TRANSIENT_ERRNOS:
+                raise self._unreachable("is not reachable", e.strerror or str(e)) from e
+            raise DataplaneError(f"cannot connect to OVSDB at unix:{self.socket_path}; the agent must run as "
+                                 "root and ovsdb_socket must name ovsdb-server's socket", e.strerror or str(e)) from e
         return s
 
     def call(self, method: str, params: list[Any]) -> Any:
-        """Send one request, answer the server's echos, return the matching ``result``."""
+        """Send one request, answer the server's echos, return the matching ``result``.
+
+        An absent, refused, silent or vanishing server is transient (``TryAgainLater``,
+        CNI code 11: ovsdb-server restarts with Open vSwitch upgrades); an error reply is not.
+        """
         req_id = next(_ids)
         with contextlib.closing(self._connect()) as s:
             try:
@@ -91,12 +111,14 @@ class OvsdbClient:
                                              json.dumps(msg["error"]))
                     return msg.get("result")
             except TimeoutError as e:
-                raise TryAgainLater(f"OVSDB at unix:{self.socket_path} did not answer {method} within "
-                                    f"{self.timeout_s:g} s; retry") from e
+                raise self._unreachable(f"did not answer {method} within {self.timeout_s:g} s",
+                                        "timed out") from e
             except OSError as e:
+                if e.errno in TRANSIENT_ERRNOS:
+                    raise self._unreachable(f"dropped the connection during {method}", e.strerror or str(e)) from e
                 raise DataplaneError(f"talking to OVSDB at unix:{self.socket_path} failed during {method}",
                                      e.strerror or str(e)) from e
-        raise DataplaneError(f"OVSDB at unix:{self.socket_path} closed the connection during {method}")
+        raise self._unreachable(f"closed the connection during {method} without answering", "end of stream")
 
     def transact(self, what: str, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Run ``ops`` in one transaction; raise naming ``what`` and the failing op if any fails."""
@@ -259,7 +281,12 @@ class OvsDataplane(VethDataplane):
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
             raise InvalidConfig(f"ovs setting timeout_s must be positive, not {timeout_s!r}")
         self.ovs = OvsBridge(OvsdbClient(ovsdb_socket, timeout_s), self.bridge)
-        self.ovs.require_bridge()          # fail at start, with the socket named, not at the first ADD
+        try:
+            self.ovs.require_bridge()      # fail at start, with the socket named, not at the first ADD
+        except TryAgainLater as e:         # at start it is a setup problem, not a passing one
+            raise DataplaneError(f"cannot reach OVSDB at unix:{ovsdb_socket}; the ovs dataplane needs Open vSwitch "
+                                 "running (ovsdb-server and ovs-vswitchd, with the openvswitch kernel module: "
+                                 "`systemctl status openvswitch-switch`) or set ovsdb_socket", e.details) from e
         super().__init__(mtu, host_netns_fd, deferred_delete)
 
     def _normalize(self, att: Attachment) -> Attachment:

@@ -30,7 +30,9 @@ Moves. A parked end enters a sandbox with ONE ``RTM_SETLINK`` sent in the parkin
 empty alias; the kernel moves the link first, then renames it inside the new netns
 (verified on Linux 6.x by the functional tests). Moving back is the same message from the
 sandbox side. Leaving a netns flushes the link's addresses, routes and neighbour entries
-(``NETDEV_UNREGISTER`` in the old netns) and brings it down, which is the scrub.
+(``NETDEV_UNREGISTER`` in the old netns) and brings it down, which is the scrub of the
+parked end. The tap stays in the host netns with whatever qdiscs a chained plugin put on
+it: ``return_to_park`` removes them (``tc.scrub_host_end``).
 """
 
 from __future__ import annotations
