@@ -2,7 +2,8 @@
 # The real OpenStack Neutron peers of the neutron tests (Debian 12's packages, Zed), on loopback only.
 #
 #   neutron-peer.sh up              neutron-server on 127.0.0.1:$NEUTRON_PORT, noauth, ML2 (flat, vlan, vxlan;
-#                                   linuxbridge + l2population), fake transport (no broker), PostgreSQL started by
+#                                   linuxbridge + l2population; extension drivers port_security and
+#                                   tag_ports_during_bulk_creation), fake transport (no broker), PostgreSQL started by
 #                                   hand on 127.0.0.1:$NEUTRON_PG_PORT + a unix socket, a fresh database every time
 #   neutron-peer.sh down            stop both (neutron-server's whole process group) and remove their directory
 #   neutron-peer.sh fake-agent HOST register a never-dying "Linux bridge agent" row for HOST, so that ports with
@@ -143,7 +144,9 @@ CONF
 type_drivers = flat,vlan,vxlan
 tenant_network_types = vxlan
 mechanism_drivers = linuxbridge,l2population
-extension_drivers = port_security
+# tag_ports_during_bulk_creation (entry point neutron.ml2.extension_drivers in Zed's setup.cfg): "tags" in a
+# POST /v2.0/ports body are kept, so a port is created with its ownership tags in one call (no PUT .../tags)
+extension_drivers = port_security,tag_ports_during_bulk_creation
 
 [ml2_type_flat]
 flat_networks = *

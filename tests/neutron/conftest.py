@@ -6,6 +6,7 @@ Session fixtures:
   * ``neutron_lab``: the agent lab in netns ``cnn-lab`` (RabbitMQ, neutron-server, neutron-linuxbridge-agent for host
     ``neutron_lab.agent_host``); ``lab-down`` at the end. The lab listens only on the netns's own loopback, so it
     runs alongside ``neutron`` (same port numbers, another namespace, another directory).
+  * ``keystone``: a real Keystone (scripts/keystone-peer.sh, 127.0.0.1:15000) with a counting proxy in front.
 Function fixtures: ``neutron_project`` / ``lab_project`` (a fresh project whose resources are all deleted
 afterwards). After every test that used a peer, its counting proxy is back to "up" with a clean count and its
 neutron-server runs again if the test stopped it.
@@ -25,6 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # peer.py and http_counter.py
 
+from keystone_peer import KeystonePeer
 from peer import NeutronPeer, Project
 
 KEEP = os.environ.get("CLOUDNIC_NEUTRON_KEEP") == "1"
@@ -103,3 +105,32 @@ def neutron_project(neutron: NeutronPeer, request: pytest.FixtureRequest) -> Ite
 def lab_project(neutron_lab: NeutronPeer, request: pytest.FixtureRequest) -> Iterator[Project]:
     with neutron_lab.project(request.node.name[:20]) as project:
         yield project
+
+
+# ---- Keystone (tests/neutron/keystone_peer.py): used by test_keystone.py and test_neutron_secrets.py ----
+
+
+@pytest.fixture(scope="session")
+def keystone() -> Iterator[KeystonePeer]:
+    if os.geteuid() != 0:
+        pytest.fail("the keystone tests need root (apt-get, the peer's directory)")
+    peer = KeystonePeer()
+    try:
+        peer.up()
+        yield peer
+    finally:
+        peer.down()
+        if not KEEP:
+            assert not peer.directory.exists(), f"keystone-peer.sh left {peer.directory} behind"
+
+
+@pytest.fixture(autouse=True)
+def _keystone_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "keystone" in request.fixturenames:
+        peer: KeystonePeer = request.getfixturevalue("keystone")
+        peer.counting.up()
+        peer.counting.reset()
+        yield
+        peer.counting.up()
+    else:
+        yield

@@ -276,3 +276,42 @@ def test_static_ip_held_by_a_leaked_port_of_this_node_is_reclaimed(neutron: Neut
             assert run_cni("DEL", conf(), socket=agent.socket, container_id="s1", netns=f"/run/netns/{sb}").code == 0
     finally:
         stop_agent(agent)
+
+
+def test_cold_add_is_one_post_and_a_refill_of_50_is_one_bulk_post(neutron: NeutronPeer, neutron_project: Project,
+                                                                  node: str, tmp_path: Path) -> None:
+    """With tag-ports-during-bulk-creation (the peer enables it) the ownership tags ride in the create: a cold ADD is
+    one POST /v2.0/ports and a pool refill of 50 is one bulk POST, with no PUT .../tags per port."""
+    assert "tag-ports-during-bulk-creation" in neutron.extensions()
+    neutron.fake_agent(NODE)
+    net = neutron_project.network(cidr="10.77.12.0/24")
+    counter = neutron.counting_endpoint
+    agent = start(tmp_path / "cold", node, agent_toml(counter.url, neutron_project, net))
+    try:
+        with netns(uniq("cnn-sb-")) as sb:
+            counter.reset()
+            r = run_cni("ADD", conf(), socket=agent.socket, container_id="c1", netns=f"/run/netns/{sb}")
+            assert r.code == 0, r.stdout
+            calls = counter.counts()
+            assert calls.get("POST /v2.0/ports") == 1, calls
+            assert not [k for k in calls if not k.startswith(("GET ", "POST /v2.0/ports"))], calls   # no PUT
+            port = neutron_project.ports()[0]
+            assert {"cloudnic:cluster=test", f"cloudnic:node={NODE}"} <= set(port.tags)
+            assert run_cni("DEL", conf(), socket=agent.socket, container_id="c1", netns=f"/run/netns/{sb}").code == 0
+    finally:
+        stop_agent(agent)
+    pool = "[networks.npods.pool]\nmin_ready = 50\nmax_idle = 50\nbatch = 50\n"
+    counter.reset()
+    agent = start(tmp_path / "warm", node, agent_toml(counter.url, neutron_project, net, pool=pool))
+    try:
+        stats = agent.admin({"op": "pools"})["pools"]
+        assert stats[0]["ready"] == 50 and stats[0]["refills"] == 1, stats
+        calls = counter.counts()
+        assert calls.get("POST /v2.0/ports") == 1, calls
+        assert not [k for k in calls if k.startswith("PUT ") or k.endswith("/tags")], calls
+        assert sum(calls.values()) < 12, calls        # lookups and one list: nothing per port
+        owned = neutron_project.ports()
+        assert len(owned) == 50 and all({"cloudnic:cluster=test", f"cloudnic:node={NODE}"} <= set(p.tags)
+                                        for p in owned)
+    finally:
+        stop_agent(agent)

@@ -20,13 +20,14 @@ import logging
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from keystone_peer import KEEP, KeystonePeer, token_fingerprint
+from keystone_peer import KeystonePeer, token_fingerprint
 from peer import NeutronPeer, Project
 
 from cloudnic.errors import CNIError, ProviderError, TryAgainLater
@@ -41,32 +42,6 @@ OWNER = (f"cloudnic:cluster={CLUSTER}", f"cloudnic:node={NODE}")
 
 
 # ---- fixtures --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def keystone() -> Iterator[KeystonePeer]:
-    if os.geteuid() != 0:
-        pytest.fail("the keystone tests need root (apt-get, the peer's directory)")
-    peer = KeystonePeer()
-    try:
-        peer.up()
-        yield peer
-    finally:
-        peer.down()
-        if not KEEP:
-            assert not peer.directory.exists(), f"keystone-peer.sh left {peer.directory} behind"
-
-
-@pytest.fixture(autouse=True)
-def _keystone_restored(request: pytest.FixtureRequest) -> Iterator[None]:
-    if "keystone" in request.fixturenames:
-        peer: KeystonePeer = request.getfixturevalue("keystone")
-        peer.counting.up()
-        peer.counting.reset()
-        yield
-        peer.counting.up()
-    else:
-        yield
 
 
 @dataclass
@@ -447,3 +422,60 @@ def test_network_endpoint_from_the_keystone_catalog(
             assert_token_used(keystone, provider, neutron, watch)
         finally:
             provider.close()
+
+
+# ---- refused credentials: no re-sending during a back-off (account lockout) ---------------------------------------
+
+
+@pytest.mark.parametrize("auth", ["password", "v3applicationcredential"])
+def test_refused_credentials_are_not_sent_again_until_the_back_off_ends(
+    auth: str, keystone: KeystonePeer, neutron: NeutronPeer, watch: Watch, tmp_path: Path
+) -> None:
+    wrong = f"cnn-wrong-{secrets.token_urlsafe(12)}"
+    watch.keep_out(wrong)
+    table = (
+        password_auth(keystone, tmp_path, password=wrong)
+        if auth == "password"
+        else appcred_auth(keystone, tmp_path, secret=wrong)
+    )
+    provider = make(neutron.counting_endpoint.url, table, auth_backoff_base_s=4, auth_backoff_max_s=8)
+    try:
+        errors = []
+        for _ in range(10):  # an agent under load: every ADD, STATUS and pool refill asks
+            with pytest.raises(ProviderError) as info:
+                provider.describe()
+            errors.append(info.value)
+            assert not provider.health().ok
+        assert token_requests(keystone) == 1, keystone.counting.counts()
+        last = errors[-1]
+        assert last.code == 103 and keystone.counted_auth_url in last.msg and "not sent again before" in last.msg
+        who = (
+            f'user "{keystone.creds["username"]}"'
+            if auth == "password"
+            else f"application credential {keystone.creds['application_credential_id']}"
+        )
+        assert who in last.msg, last.msg
+        for err in errors:
+            no_secret_in(err, wrong, *keystone.secrets)
+        # the period ends (2..4 s, jittered): one more attempt, refused, and a longer period (4..8 s)
+        wait = provider.client.auth.blocked_for()
+        assert 0 < wait <= 4
+        time.sleep(wait + 0.05)
+        with pytest.raises(ProviderError):
+            provider.describe()
+        assert token_requests(keystone) == 2
+        assert 2 < provider.client.auth.blocked_for() <= 8
+        assert neutron.counting_endpoint.total() == 0  # nothing went to Neutron without a token
+    finally:
+        provider.close()
+    # new credentials (a reloaded config builds a new provider): asked at once, and they work
+    good = make(
+        neutron.counting_endpoint.url,
+        password_auth(keystone, tmp_path) if auth == "password" else appcred_auth(keystone, tmp_path),
+    )
+    try:
+        assert good.health().ok
+        assert token_requests(keystone) == 3
+        watch.keep_out(good.conn.session.get_token())
+    finally:
+        good.close()

@@ -76,21 +76,21 @@ def test_reopen_keeps_data_and_version(tmp_path: Path) -> None:
 def test_new_migration_applies_on_open_and_keeps_data(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as s:
         s.put_port(port())
-    v2 = Migration(2, "add notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)",
-                                    "ALTER TABLE ports ADD COLUMN note TEXT NOT NULL DEFAULT ''"))
+    v2 = Migration(SCHEMA_VERSION + 1, "add notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)",
+                                                     "ALTER TABLE ports ADD COLUMN note TEXT NOT NULL DEFAULT ''"))
     with Store(tmp_path / "s.db", migrations=[*MIGRATIONS, v2]) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == SCHEMA_VERSION + 1
         s.execute("INSERT INTO notes (text) VALUES ('x')")
         assert s.get_port("p1") is not None
 
 
 def test_failing_migration_is_rolled_back_whole(tmp_path: Path) -> None:
     Store(tmp_path / "s.db").close()
-    bad = Migration(2, "broken", ("CREATE TABLE half (x)", "THIS IS NOT SQL"))
+    bad = Migration(SCHEMA_VERSION + 1, "broken", ("CREATE TABLE half (x)", "THIS IS NOT SQL"))
     with pytest.raises(IOFailure):
         Store(tmp_path / "s.db", migrations=[*MIGRATIONS, bad])
     with Store(tmp_path / "s.db") as s:
-        assert s.schema_version == 1
+        assert s.schema_version == SCHEMA_VERSION
         assert s.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
 
 

@@ -13,6 +13,7 @@ from cloudnic.dataplane.base import Dataplane, ParkingDataplane
 from cloudnic.pool import PoolKey, PoolManager, PoolPolicy, pool_port_name
 from cloudnic.providers.base import Network, Port, PortSpec, Provider
 from cloudnic.store import Store
+from cloudnic.store.catalog import Catalog
 
 log = logging.getLogger("cloudnic.pools")
 
@@ -104,8 +105,20 @@ class Pools:
         return self.manager.stats()
 
 
+def attach_catalog(provider: Provider, store: Store) -> bool:
+    """Let a provider that can (neutron) keep the networks' facts in the store and fall back
+    on them while it is unreachable: the pools and pool-served ADDs then work even for an
+    agent (re)started during an outage. True when the provider took it."""
+    use = getattr(provider, "use_catalog", None)
+    if use is None:
+        return False
+    use(Catalog(store))
+    return True
+
+
 def make_pools(cfg: AgentConfig, provider: Provider, store: Store, lookup: Callable[[str], Network],
                dataplanes: dict[str, Dataplane]) -> Pools | None:
+    attach_catalog(provider, store)     # before the first lookup (runtime.make_provider could pass it instead)
     names = [name for name, ns in cfg.networks.items() if ns.pool is not None]
     if not names:
         return None

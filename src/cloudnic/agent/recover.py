@@ -10,7 +10,7 @@ from dataclasses import replace
 from cloudnic.agent import convert
 from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
-from cloudnic.errors import CNIError
+from cloudnic.errors import CNIError, TryAgainLater
 from cloudnic.store import JournalEntry
 
 log = logging.getLogger("cloudnic.recover")
@@ -73,8 +73,13 @@ def reconcile_ports(svc: Service) -> int:
     """Delete provider ports owned by this node that the store does not know (leaks)."""
     rt = svc.rt
     known = {p.port_id for p in rt.store.list_ports()}
-    leaked = [p.id for p in rt.provider.list_owned_ports(svc.cfg.cluster_id, svc.cfg.node_name)
-              if p.id not in known]
+    try:
+        owned = rt.provider.list_owned_ports(svc.cfg.cluster_id, svc.cfg.node_name)
+    except TryAgainLater as e:      # the provider is unreachable: start anyway, the periodic audit checks later
+        log.warning("cannot list the provider's ports at start; leaked ports are looked for by the periodic audit",
+                    extra={"error": str(e)})
+        return 0
+    leaked = [p.id for p in owned if p.id not in known]
     if leaked:
         rt.provider.delete_ports(leaked)
         log.warning("deleted provider ports unknown to the store", extra={"ports": leaked})

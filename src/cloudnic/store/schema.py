@@ -122,8 +122,24 @@ _V1 = (
     """,
 )
 
+_V2 = (
+    # what the agent last learned from the provider about its networks (facts the pools and
+    # ADD need), so that an agent (re)started while the provider is unreachable still serves
+    # pool hits; see cloudnic.store.catalog
+    """
+    CREATE TABLE catalog (
+        kind       TEXT NOT NULL,
+        ref        TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (kind, ref)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: meta, attachments, ports, journal, standalone tables", _V1),
+    Migration(2, "catalog: the provider's network facts, cached for starts during an outage", _V2),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -24,7 +24,8 @@ from typing import Any
 
 from cloudnic.errors import CNIError, InvalidConfig, ProviderError, TryAgainLater
 
-from .faults import Fault, classify_transport, exception_chain, translate, transport_error
+from .auth import AuthGate, auth_error, refused, scrub
+from .faults import Fault, classify_transport, translate, transport_error
 from .retry import Backoff, TokenBucket
 from .settings import NeutronSettings
 from .stats import CallStats
@@ -92,14 +93,7 @@ def _connection(settings: NeutronSettings) -> Any:
         where = f'cloud "{settings.cloud}"' if settings.cloud else f"auth_type {settings.auth_type}"
         # The text of a config error names keys and files, never a secret value.
         raise InvalidConfig(f"provider: cannot build the OpenStack connection for {where}: "
-                            f"{_scrub(str(e), settings)}") from None
-
-
-def _scrub(text: str, settings: NeutronSettings) -> str:
-    for secret in (settings.password, settings.application_credential_secret):
-        if secret:
-            text = text.replace(secret.reveal(), "***")
-    return text
+                            f"{scrub(str(e), settings)}") from None
 
 
 @dataclass(frozen=True)
@@ -121,6 +115,7 @@ class NeutronClient:
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, settings.retries)
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self.auth = AuthGate(settings, conn, self.bucket, self.backoff, rng=self._rng, sleep=sleep)
         self._lock = threading.Lock()
         self._base: str | None = None
 
@@ -160,18 +155,7 @@ class NeutronClient:
         return str(url)
 
     def _auth_error(self, exc: BaseException, doing: str) -> CNIError:
-        from keystoneauth1 import exceptions as ksa
-
-        where = self.settings.auth_url or "Keystone"
-        text = _scrub(str(exc), self.settings)
-        # keystoneauth wraps a refused connection (DiscoveryFailure, ...): look down the chain
-        for e in exception_chain(exc):
-            if isinstance(e, ksa.ConnectionError) and not isinstance(e, ksa.SSLError):
-                return TryAgainLater(f"provider: cannot reach {where} to {doing}; is Keystone up?", text)
-            if isinstance(e, ksa.HttpError) and (e.http_status or 0) >= 500:
-                return TryAgainLater(f"provider: {where} failed while trying to {doing}; retry later", text)
-        return ProviderError(f"provider: authentication with {where} failed while trying to {doing}; check "
-                             "the provider's auth settings (user, domain, project, secret file)", text)
+        return auth_error(exc, doing, self.settings, self.conn)
 
     # ---- requests -------------------------------------------------------------
 
@@ -191,10 +175,10 @@ class NeutronClient:
         delays = backoff.delays(self._rng)
         try:
             try:        # the token first (cached), so that a Keystone failure names Keystone, not Neutron
-                self.conn.session.get_auth_headers()
-            except ksa.ClientException as e:
+                self.auth.ensure(what, retries)
+            except CNIError:
                 kind = "auth"
-                raise self._auth_error(e, what) from None
+                raise
             while True:
                 attempts += 1
                 if not self.bucket.acquire(self.settings.timeout_s):
@@ -214,8 +198,8 @@ class NeutronClient:
                     raise
                 except (ksa.AuthorizationFailure, ksa.Unauthorized, ksa.MissingAuthPlugin,
                         ksa.EndpointNotFound, ksa.DiscoveryFailure) as e:
-                    kind = "auth"
-                    raise self._auth_error(e, what) from None
+                    kind = "auth"     # a token (re)fetched inside the request: a 401 starts the back-off too
+                    raise (self.auth.refuse(e, what) if refused(e) else self._auth_error(e, what)) from None
                 except ksa.ConnectionError as e:
                     kind, never_sent = classify_transport(e)
                     if method in _IDEMPOTENT or never_sent:

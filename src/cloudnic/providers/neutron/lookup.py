@@ -1,21 +1,34 @@
 """Name/id resolution with short-lived caches: extensions, networks with their subnets,
-subnets by id/name/CIDR, security groups by name, and the project the ports belong to."""
+subnets by id/name/CIDR, security groups by name, and the project the ports belong to.
+
+Networks (with their subnets) are also written to the store's catalog
+(:mod:`cloudnic.store.catalog`) whenever Neutron answers. When Neutron cannot be reached
+(``TryAgainLater``: refused, timed out, 5xx, rate limit), the last known facts are served
+instead, from memory or from the catalog (an agent restarted during an outage), so that
+pool hits keep working; a network Neutron says is gone (404) is never served from there.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from cloudnic.errors import InvalidConfig, NotFound
+from cloudnic.errors import CNIError, InvalidConfig, NotFound, TryAgainLater
 from cloudnic.providers.base import Network, Subnet
+from cloudnic.store.catalog import Catalog
 
 from .client import NeutronClient
 from .convert import network_from_json
 
+log = logging.getLogger("cloudnic.providers.neutron")
+
+NETWORK_KIND = "neutron-network"
+STALE_RETRY_S = 5.0         # after a failed refresh, serve the stale facts this long before asking again
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
@@ -24,14 +37,16 @@ def looks_like_id(value: str) -> bool:
 
 
 class Directory:
-    def __init__(self, client: NeutronClient) -> None:
+    def __init__(self, client: NeutronClient, catalog: Catalog | None = None) -> None:
         self.client = client
         self.settings = client.settings
+        self.catalog = catalog
         self._lock = threading.Lock()
         self._ext: frozenset[str] | None = None
         self._nets: dict[str, tuple[float, Network]] = {}
         self._sgs: dict[str, tuple[float, str]] = {}
         self._project: str | None = None
+        self.stale_served = 0           # lookups answered from the last known facts (Neutron unreachable)
 
     # ---- extensions / project ---------------------------------------------------
 
@@ -52,7 +67,8 @@ class Directory:
         with self._lock:
             if self._project is not None:
                 return self._project
-        try:
+        try:        # the token request goes through the gate (rate limit, back-off after a 401)
+            self.client.auth.ensure("find the project of the credentials")
             project = self.client.conn.session.get_project_id() or ""
         except Exception:       # an auth problem shows up, with a good message, on the next real call
             return ""
@@ -75,22 +91,60 @@ class Directory:
             hit = self._nets.get(name_or_id)
             if hit and now - hit[0] < self.settings.cache_ttl_s:
                 return hit[1]
-        raw = self._find_network(name_or_id)
-        reply = self.client.request("list_subnets", "GET", "/subnets", what=f'list the subnets of network '
-                                    f'"{name_or_id}"', query={"network_id": raw["id"]})
-        net = network_from_json(raw, (reply.body or {}).get("subnets", ()))
+        stale = hit[1] if hit else None
+        try:
+            raw = self._find_network(name_or_id, quick=stale is not None)
+            reply = self.client.request("list_subnets", "GET", "/subnets", what=f'list the subnets of network '
+                                        f'"{name_or_id}"', query={"network_id": raw["id"]},
+                                        retries=0 if stale is not None else None)
+        except TryAgainLater as e:
+            known = stale or self._from_catalog(name_or_id)
+            if known is None:
+                raise
+            self._serve_stale(name_or_id, known, e)
+            return known
+        subnets = list((reply.body or {}).get("subnets", ()))
+        net = network_from_json(raw, subnets)
         with self._lock:
             self._nets[name_or_id] = (now, net)
             self._nets[net.id] = (now, net)
+        if self.catalog is not None:
+            self.catalog.safe_put(NETWORK_KIND, (net.id, name_or_id), {"network": raw, "subnets": subnets})
         return net
 
-    def _find_network(self, name_or_id: str) -> dict[str, Any]:
+    def _serve_stale(self, name_or_id: str, net: Network, err: CNIError) -> None:
+        """Answer from the last known facts for a while (no request per ADD during an outage)."""
+        stamp = time.monotonic() + STALE_RETRY_S - self.settings.cache_ttl_s     # fresh for STALE_RETRY_S
+        with self._lock:
+            self._nets[name_or_id] = (stamp, net)
+            self._nets[net.id] = (stamp, net)
+            self.stale_served += 1
+        log.warning("Neutron unreachable; using the last known facts of a network",
+                    extra={"network": name_or_id, "error": err.msg})
+
+    def _from_catalog(self, name_or_id: str) -> Network | None:
+        if self.catalog is None:
+            return None
+        try:
+            entry = self.catalog.get(NETWORK_KIND, name_or_id)
+            if entry is None:
+                return None
+            return network_from_json(entry.data["network"], entry.data.get("subnets", ()))
+        except (CNIError, KeyError, TypeError, ValueError) as e:
+            log.warning("the cached facts of a network are unusable", extra={"network": name_or_id, "error": str(e)})
+            return None
+
+    def _find_network(self, name_or_id: str, *, quick: bool = False) -> dict[str, Any]:
+        """The network's JSON; ``quick``: no retries (stale facts are there to fall back on)."""
         what = f'look up network "{name_or_id}"'
+        retries = 0 if quick else None
         if looks_like_id(name_or_id):
-            reply = self.client.request("get_network", "GET", f"/networks/{name_or_id}", what=what, accept=(404,))
+            reply = self.client.request("get_network", "GET", f"/networks/{name_or_id}", what=what, accept=(404,),
+                                        retries=retries)
             if reply.status != 404:
                 return dict(reply.body["network"])
-        reply = self.client.request("list_networks", "GET", "/networks", what=what, query={"name": name_or_id})
+        reply = self.client.request("list_networks", "GET", "/networks", what=what, query={"name": name_or_id},
+                                    retries=retries)
         found = list((reply.body or {}).get("networks", ()))
         if len(found) > 1:
             project = self.project_id()

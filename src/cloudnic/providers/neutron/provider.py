@@ -33,6 +33,7 @@ from cloudnic.errors import (
     TryAgainLater,
 )
 from cloudnic.providers.base import Capabilities, Health, Network, Port, PortSpec, Provider, Subnet
+from cloudnic.store.catalog import Catalog
 
 from .client import NeutronClient, build_connection
 from .convert import (
@@ -59,13 +60,19 @@ DESCRIPTION_EXT = "standard-attr-description"
 
 
 class NeutronProvider(Provider):
-    def __init__(self, settings: NeutronSettings, *, conn: Any = None, stats: CallStats | None = None) -> None:
+    def __init__(self, settings: NeutronSettings, *, conn: Any = None, stats: CallStats | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.settings = settings
         self._own_conn = conn is None
         self.conn = conn if conn is not None else build_connection(settings)
         self.client = NeutronClient(settings, self.conn, stats=stats)
-        self.dir = Directory(self.client)
+        self.dir = Directory(self.client, catalog)
         self._rng = random.Random()
+
+    def use_catalog(self, catalog: Catalog | None) -> None:
+        """Keep the networks' facts in ``catalog`` (the agent's store) and fall back on them
+        when Neutron cannot be reached (see :mod:`.lookup`)."""
+        self.dir.catalog = catalog
 
     @property
     def stats(self) -> CallStats:

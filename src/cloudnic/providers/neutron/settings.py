@@ -86,6 +86,9 @@ class NeutronSettings:
     backoff_base_s: float = 0.2
     backoff_max_s: float = 5.0
     cache_ttl_s: float = 30.0
+    # after Keystone refuses the credentials (401): no new token request for this long, doubling per refusal
+    auth_backoff_base_s: float = 30.0
+    auth_backoff_max_s: float = 900.0
     ownership: str = "auto"            # auto: tags when the server has them, else names
     # secrets, read from the *_file keys
     password: Secret = field(default=NO_SECRET, compare=False)
@@ -108,7 +111,8 @@ _STR_KEYS = ("type", "auth_type", "endpoint", "project_id", "cloud", "auth_url",
              "application_credential_secret_file", "region_name", "interface", "ca_file", "device_owner",
              "port_ready", "ownership", "host", "protocol", "path_prefix")
 _FLOAT_KEYS = {"timeout_s": (0.1, 600.0), "active_timeout_s": (0.1, 3600.0), "rate_limit_per_s": (0.1, 10000.0),
-               "backoff_base_s": (0.0, 60.0), "backoff_max_s": (0.0, 600.0), "cache_ttl_s": (0.0, 3600.0)}
+               "backoff_base_s": (0.0, 60.0), "backoff_max_s": (0.0, 600.0), "cache_ttl_s": (0.0, 3600.0),
+               "auth_backoff_base_s": (0.0, 3600.0), "auth_backoff_max_s": (0.0, 86400.0)}
 _INT_KEYS = {"retries": (0, 10), "rate_limit_burst": (1, 100000), "port": (1, 65535)}
 _BOOL_KEYS = ("insecure",)
 KNOWN_KEYS = frozenset(_STR_KEYS) | frozenset(_FLOAT_KEYS) | frozenset(_INT_KEYS) | frozenset(_BOOL_KEYS)
@@ -149,6 +153,8 @@ def settings_from_table(table: Mapping[str, Any]) -> NeutronSettings:
         raise InvalidConfig('provider.device_owner: must not be empty (the default is "compute:cloudnic")')
     if values.get("backoff_max_s", 5.0) < values.get("backoff_base_s", 0.2):
         raise InvalidConfig("provider.backoff_max_s: must be at least provider.backoff_base_s")
+    if values.get("auth_backoff_max_s", 900.0) < values.get("auth_backoff_base_s", 30.0):
+        raise InvalidConfig("provider.auth_backoff_max_s: must be at least provider.auth_backoff_base_s")
 
     values["endpoint"] = _endpoint(values)
     for key in ("host", "protocol", "path_prefix", "port"):
