@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import replace
 
 from cloudnic.agent import convert
@@ -41,13 +42,21 @@ def _undo_add(svc: Service, entry: JournalEntry) -> None:
     port_id = data.get("port_id")
     if port_id:
         rt.provider.delete_ports([port_id])
+    # a pool hit records its port "assigned" to the key before the journal learns the port
+    # id (a kill at add:port-created): nothing was plugged, so the port goes back to its pool
+    repooled = [] if port_id else [
+        row for row in rt.store.list_ports(state="assigned")
+        if row.attachment_key == entry.key and row.pool_key and (rec is None or rec.port_id != row.port_id)]
     with rt.store.transaction():
         if port_id:
             rt.store.delete_port(port_id)
+        for row in repooled:
+            rt.store.put_port(replace(row, state="pooled", attachment_key="", updated_at=time.time()))
         if rec is not None:
             rt.store.delete_attachment(entry.key)
         rt.store.journal_end(entry.id)
-    log.info("recovered: undid an unfinished ADD", extra={"key": entry.key, "port": port_id})
+    log.info("recovered: undid an unfinished ADD", extra={
+        "key": entry.key, "port": port_id, "repooled": [r.port_id for r in repooled]})
 
 
 def _finish_del(svc: Service, entry: JournalEntry) -> None:

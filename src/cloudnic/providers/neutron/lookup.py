@@ -94,8 +94,9 @@ class Directory:
         stale = hit[1] if hit else None
         try:
             raw = self._find_network(name_or_id, quick=stale is not None)
+            net_id = network_from_json(raw, ()).id      # a reply without a usable id is a ProviderError
             reply = self.client.request("list_subnets", "GET", "/subnets", what=f'list the subnets of network '
-                                        f'"{name_or_id}"', query={"network_id": raw["id"]},
+                                        f'"{name_or_id}"', query={"network_id": net_id},
                                         retries=0 if stale is not None else None)
         except TryAgainLater as e:
             known = stale or self._from_catalog(name_or_id)
