@@ -13,6 +13,8 @@ import pytest
 from outage import SHIM_TIMEOUT_S, outage_agent, run_outage
 from peer import NeutronPeer, Project
 
+from cloudnic.providers.neutron.lookup import STALE_RETRY_S
+
 pytestmark = [pytest.mark.neutron, pytest.mark.slow]
 
 
@@ -94,6 +96,13 @@ def test_agent_restarted_during_an_outage_serves_its_pool(neutron: NeutronPeer, 
             time.sleep(1.5)                                       # past cache_ttl_s: the next lookup asks Neutron
             ok = wait_for(lambda: add(agent.socket, "rs3", sandboxes[3]).code == 0, 60, interval=1.0)
             assert ok, agent.log_text()[-3000:]
+            # the stale facts are served for STALE_RETRY_S after a failed refresh; the next ADD
+            # after that asks Neutron again and refreshes the catalog
+            time.sleep(STALE_RETRY_S + 0.5)
+            again = add(agent.socket, "rs4", sandboxes[2])
+            assert again.code == 0, again.stdout
+            assert run_cni("DEL", conf(), socket=agent.socket, container_id="rs4",
+                           netns=f"/run/netns/{sandboxes[2]}").code == 0
             assert catalog_stamp(agent.state_dir) > first_stamp   # refreshed once Neutron answered
             assert wait_for(lambda: pool_ready(agent)[0] == 2, 120)
             for i, sb in enumerate(sandboxes):
