@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -136,3 +137,19 @@ async def periodic(svc: Service, interval_s: float) -> None:
             continue
         if report["findings"]:
             log.warning("periodic reconcile repaired drift", extra={"findings": report["findings"]})
+
+
+async def recheck(svc: Service) -> None:
+    """The one extra reconcile recovery asked for (``recover.in_flight_until``): a create the
+    killed agent had in flight may have committed after the start's own reconcile."""
+    await asyncio.sleep(max(0.0, svc.recheck_at - time.time()))
+    for attempt in range(5):
+        try:
+            report = await audit(svc, fix=True)
+        except CNIError as e:          # provider down: the periodic reconcile takes over after a few tries
+            log.warning("post-recovery recheck failed", extra={"error": str(e), "attempt": attempt + 1})
+            await asyncio.sleep(5.0)
+            continue
+        log.info("post-recovery recheck done", extra={"findings": report["findings"]})
+        break
+    svc.recheck_at = 0.0

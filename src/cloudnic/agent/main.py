@@ -10,7 +10,7 @@ import sys
 
 from cloudnic import __version__
 from cloudnic.agent import log as agentlog
-from cloudnic.agent.audit import periodic
+from cloudnic.agent.audit import periodic, recheck
 from cloudnic.agent.config import AgentConfig, load_config
 from cloudnic.agent.metrics import Metrics, MetricsServer, provider_call_samples, samples_from_stats
 from cloudnic.agent.recover import recover
@@ -38,6 +38,7 @@ async def run(cfg: AgentConfig) -> int:
     server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics)
     http = MetricsServer(metrics, cfg.metrics_listen, lambda: svc.ready) if cfg.metrics_listen else None
     reconciler: asyncio.Future[None] | None = None
+    rechecker: asyncio.Future[None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -51,14 +52,18 @@ async def run(cfg: AgentConfig) -> int:
         svc.ready = True
         if cfg.reconcile_interval_s > 0:
             reconciler = asyncio.ensure_future(periodic(svc, cfg.reconcile_interval_s))
+        if report.get("recheck_at"):
+            svc.recheck_at = float(report["recheck_at"])
+            rechecker = asyncio.ensure_future(recheck(svc))
         log.info("cloudnic-agent serving", extra={"socket": cfg.socket, "version": __version__,
                                                    "networks": list(cfg.networks), "node": cfg.node_name})
         await server.serve(stop)
         log.info("shutting down")
         await server.drain(timeout=cfg.request_timeout_s)
     finally:
-        if reconciler is not None:
-            reconciler.cancel()
+        for task in (reconciler, rechecker):
+            if task is not None:
+                task.cancel()
         if http is not None:
             await http.stop()
         server.close()

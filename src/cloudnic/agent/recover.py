@@ -12,6 +12,7 @@ from cloudnic.agent import convert
 from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
 from cloudnic.errors import CNIError, TryAgainLater
+from cloudnic.pool.records import REFILL_OP
 from cloudnic.store import JournalEntry
 
 log = logging.getLogger("cloudnic.recover")
@@ -95,16 +96,39 @@ def reconcile_ports(svc: Service) -> int:
     return len(leaked)
 
 
-def recover(svc: Service) -> dict[str, int]:
+def recover(svc: Service) -> dict[str, float]:
     """Run at start, before the socket accepts requests: the journal, then the pools
     (rebuilt from the store and the provider), then the provider's leaked ports."""
     # links a crashed agent had buried but not yet deleted (deferred delete) go first
-    report = {"graveyards_reaped": sum(dp.reap_now() for dp in svc.rt.dataplanes().values())}
+    report: dict[str, float] = {"graveyards_reaped": sum(dp.reap_now() for dp in svc.rt.dataplanes().values())}
+    recheck_at = in_flight_until(svc)
     report.update(recover_journal(svc))
     pools = svc.rt.start_pools()
     report["pool_keys"] = int(pools.get("keys", 0))
     report["leaked_ports_deleted"] = reconcile_ports(svc)
+    if recheck_at > time.time():
+        report["recheck_at"] = recheck_at
     return report
+
+
+RECHECK_MARGIN_S = 2.0
+
+
+def in_flight_until(svc: Service) -> float:
+    """When a port create the previous agent may have had in flight is settled for sure.
+
+    A SIGKILLed agent can leave a create request (an ADD's port, a pool refill's bulk) in
+    the provider's hands: the server may commit that port *after* this start listed the
+    node's ports, and the journal never learned its id. Such a request cannot outlive
+    its own client timeout (a slower server is the ordinary timed-out create, which the
+    periodic audit covers), so one more reconcile after that instant finds its port.
+    0 when nothing was in flight or the provider makes no remote calls."""
+    timeout = float(getattr(getattr(svc.rt.provider, "settings", None), "timeout_s", 0.0) or 0.0)
+    if timeout <= 0:
+        return 0.0
+    starts = [e.created_at for e in svc.rt.store.journal_pending()
+              if e.op == REFILL_OP or (e.op == "ADD" and not e.data.get("port_id"))]
+    return max(starts) + timeout + RECHECK_MARGIN_S if starts else 0.0
 
 
 def recover_journal(svc: Service) -> dict[str, int]:

@@ -69,6 +69,7 @@ class Service:
         self.locks = KeyedLocks()
         self.gate = Gate()        # CNI verbs shared; audit repairs exclusive
         self.ready = False
+        self.recheck_at = 0.0     # wall time of the post-recovery reconcile still due (0: none)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
