@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     only = set(args.only.split(","))
     n_random = args.cycles if args.cycles is not None else (12 if args.quick else 90)
     n_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 5)
-    examples = args.fuzz_examples if args.fuzz_examples is not None else (200 if args.quick else 3000)
+    examples = args.fuzz_examples if args.fuzz_examples is not None else (200 if args.quick else 1500)
     outage_s = 15.0 if args.quick else 60.0
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
