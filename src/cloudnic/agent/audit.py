@@ -16,7 +16,7 @@ from typing import Any
 
 from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
-from cloudnic.errors import CNIError
+from cloudnic.errors import CNIError, TryAgainLater
 
 log = logging.getLogger("cloudnic.audit")
 
@@ -116,11 +116,27 @@ def _try(f: Finding, action: Any) -> Finding:
     return Finding(f.kind, f.subject, f.detail, f.repair, True)
 
 
+SWEEP_WAIT_S = 60.0
+
+
 async def audit(svc: Service, fix: bool) -> dict[str, Any]:
     if not fix:
         return await svc.run(audit_sync, svc, False)
-    async with svc.gate.exclusive():
-        return await svc.run(audit_sync, svc, True)
+    async with svc.gate.exclusive():      # no CNI verb runs: an ADD's new port is not mistaken for a leak
+        # nor a pool refill's: the ports of a bulk create in flight are unknown to the store too
+        mgr = svc.rt.pools.manager if svc.rt.pools is not None else None
+        if mgr is not None:
+            deadline = time.monotonic() + SWEEP_WAIT_S
+            while not mgr.begin_sweep():
+                if time.monotonic() >= deadline:
+                    raise TryAgainLater(f"a pool refill has been under way for {SWEEP_WAIT_S:.0f} s; "
+                                        "repairs wait for it: run the audit again later")
+                await asyncio.sleep(0.1)
+        try:
+            return await svc.run(audit_sync, svc, True)
+        finally:
+            if mgr is not None:
+                mgr.end_sweep()
 
 
 async def periodic(svc: Service, interval_s: float) -> None:
