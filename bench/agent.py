@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,23 @@ class Net:
         return "\n".join(lines) + "\n"
 
 
+def wait_ready(proc: subprocess.Popen[bytes], socket: str, timeout: float, log_tail: Callable[[], str],
+               poll_s: float = 0.02) -> None:
+    """Until the agent on ``socket`` answers ping with ready; RuntimeError (with its log's tail)
+    when it exits or is not ready within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cloudnic-agent exited with {proc.returncode}:\n{log_tail()}")
+        if os.path.exists(socket):
+            with contextlib.suppress(OSError, ValueError, wire.WireError):
+                if wire.admin_call(socket, {"op": "ping"}, 2.0).get("ready"):
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cloudnic-agent not ready within {timeout}s:\n{log_tail()}")
+        time.sleep(poll_s)
+
+
 class Agent:
     def __init__(self, workdir: Path, nets: list[Net], log_level: str = "info",
                  entry: tuple[str, ...] = ("-m", "cloudnic.agent.main"), env: dict[str, str] | None = None,
@@ -70,18 +88,8 @@ class Agent:
             self.proc = subprocess.Popen(
                 [sys.executable, *self.entry, "--config", str(self.config)],
                 stdout=log, stderr=log, cwd=REPO, env=None if self.env is None else {**os.environ, **self.env})
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"cloudnic-agent exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if os.path.exists(self.socket):
-                with contextlib.suppress(OSError, ValueError, wire.WireError):
-                    if wire.admin_call(self.socket, {"op": "ping"}, 2.0).get("ready"):
-                        self.start_s = time.perf_counter() - t0
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cloudnic-agent not ready within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.01)
+        wait_ready(self.proc, self.socket, timeout, self.log_tail, poll_s=0.01)
+        self.start_s = time.perf_counter() - t0
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""

@@ -11,13 +11,13 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import netns as bnetns
+from bench.agent import wait_ready
 from bench.torture import cni
 from bench.torture.invariants import CloudPort, Live, View
 from cloudnic.agent import wire
@@ -63,18 +63,11 @@ class Agent:
             log.flush()
             self.proc = subprocess.Popen([sys.executable, "-m", "cloudnic.agent.main", "--config", str(self.config)],
                                          stdout=log, stderr=log, cwd=REPO, env=env)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"cloudnic-agent exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if os.path.exists(self.socket):
-                with contextlib.suppress(OSError, ValueError, wire.WireError):
-                    if wire.admin_call(self.socket, {"op": "ping"}, 2.0).get("ready"):
-                        return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"cloudnic-agent not ready within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.02)
+        try:
+            wait_ready(self.proc, self.socket, timeout, self.log_tail)
+        except RuntimeError:
+            self.kill()            # not ready in time (or exited): never leave a half-started agent
+            raise
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
