@@ -47,6 +47,10 @@ def rss(seq: Samples, ours: str, ref: str) -> dict[str, Any]:
     return out
 
 
+def _p50(values: Sequence[float]) -> float | None:
+    return round(percentile(list(values), 50), 2) if values else None
+
+
 def parallel(runs: Sequence[Throughput], seq: Samples, ours: str, ref: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for prefix, label in (("", ours), ("ref_", ref)):
@@ -57,6 +61,12 @@ def parallel(runs: Sequence[Throughput], seq: Samples, ours: str, ref: str) -> d
         out[f"{prefix}parallel_del_pods_per_s"] = (round(percentile([r.per_s for r in dels], 50), 1)
                                                    if dels else None)
         out[f"{prefix}parallel_errors"] = sum(len(r.errors) for r in adds + dels)
+        # how busy the machine's cores were during the ADD rounds, and the runner's and agent's share
+        for key, attr in (("busy_cores", "busy_cores"), ("runner_cpu_ms", "runner_cpu_ms")):
+            out[f"{prefix}parallel_add_{key}"] = _p50([getattr(r, attr) for r in adds])
+        if any(r.agent_cpu_ms for r in adds):
+            out["parallel_add_agent_cpu_ms"] = _p50([r.agent_cpu_ms for r in adds])
+            out["parallel_del_agent_cpu_ms"] = _p50([r.agent_cpu_ms for r in dels])
         out.update(seq.summary(label, "ADD-parallel").flat(f"{prefix}parallel_add"))
         out.update(seq.summary(label, "DEL-parallel").flat(f"{prefix}parallel_del"))
         if adds:

@@ -6,6 +6,8 @@ rotated by i, so drift (other load on the machine, caches) hits all of them alik
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -101,33 +103,61 @@ class Throughput:
     pods: int
     seconds: float
     errors: tuple[str, ...]
+    busy_cores: float = 0.0        # the machine's mean busy CPUs during the round (/proc/stat)
+    agent_cpu_ms: float = 0.0      # the agent's CPU per call during the round (cloudnic only)
+    runner_cpu_ms: float = 0.0     # this runner's own CPU per call (spawning, reaping): the harness's share
 
     @property
     def per_s(self) -> float:
         return self.pods / self.seconds if self.seconds > 0 else 0.0
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    total = float(sum(vals[:8]))        # user nice system idle iowait irq softirq steal
+    return total - vals[3] - vals[4], total
+
+
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def parallel_round(p: Plugin, sbs: Sequence[Sandbox], verb: str, width: int,
-                   samples: Samples | None = None) -> Throughput:
-    """``verb`` for every sandbox with ``width`` calls in flight; wall time of the whole batch."""
+                   samples: Samples | None = None, agent_cpu: Callable[[], float] | None = None) -> Throughput:
+    """``verb`` for every sandbox with ``width`` calls in flight; wall time of the whole batch, how
+    busy the machine was meanwhile and (``agent_cpu``: the agent's cumulative CPU s) the agent's CPU per call."""
+    metered = agent_cpu is not None and p.exe.endswith("/cloudnic")
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"bench-{p.label}") as pool:
+        a0 = agent_cpu() if metered and agent_cpu else 0.0
+        r0 = _self_cpu()
+        b0, j0 = machine_cpu()
         t0 = time.perf_counter()
         results = list(pool.map(lambda sb: p.call(verb, sb), sbs))
         dt = time.perf_counter() - t0
+        b1, j1 = machine_cpu()
+        r1 = _self_cpu()
+        a1 = agent_cpu() if metered and agent_cpu else 0.0
+    ncpu = os.cpu_count() or 1
+    busy = ncpu * (b1 - b0) / (j1 - j0) if j1 > j0 else 0.0
     if samples is not None:
         for ex in results:
             samples.add(p.label, f"{verb}-parallel", ex)
     errors = tuple(ex.error() for ex in results if not ex.ok)
-    return Throughput(p.label, verb, len(sbs), dt, errors)
+    return Throughput(p.label, verb, len(sbs), dt, errors, busy_cores=busy,
+                      runner_cpu_ms=(r1 - r0) * 1000.0 / len(sbs) if sbs else 0.0,
+                      agent_cpu_ms=(a1 - a0) * 1000.0 / len(sbs) if metered and sbs else 0.0)
 
 
 def parallel(plugins: Sequence[Plugin], sandboxes: dict[str, list[Sandbox]], n: int, width: int,
-             rounds: int, samples: Samples) -> list[Throughput]:
+             rounds: int, samples: Samples, agent_cpu: Callable[[], float] | None = None) -> list[Throughput]:
     """``rounds`` x (ADD n, DEL n) per plugin, the plugins' order alternating per round."""
     out = []
     for r in range(rounds):
         for p in rotated(plugins, r):
             sbs = sandboxes[p.label][:n]
-            out.append(parallel_round(p, sbs, "ADD", width, samples))
-            out.append(parallel_round(p, sbs, "DEL", width, samples))
+            out.append(parallel_round(p, sbs, "ADD", width, samples, agent_cpu))
+            out.append(parallel_round(p, sbs, "DEL", width, samples, agent_cpu))
     return out

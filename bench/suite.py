@@ -163,7 +163,7 @@ class Suite:
     def _parallel(self, seq: Samples) -> None:
         s = self.sizes
         runs = parallel([self.plugins[C_BRIDGE], self.plugins[REF]], self.sandboxes, s.parallel_pods,
-                        s.parallel_width, s.parallel_rounds, seq)
+                        s.parallel_width, s.parallel_rounds, seq, agent_cpu=self._agent_cpu)
         self.data.update(figures.parallel(runs, seq, C_BRIDGE, REF))
         assert self.agent is not None
         self.data["agent_rss_after_parallel_mb"] = self.agent.rss_mb()["VmRSS"]
