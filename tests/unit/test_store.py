@@ -205,6 +205,39 @@ def test_journal_lifecycle(store: Store) -> None:
         store.journal_update(j1, {"x": 1})
 
 
+def test_journal_update_is_a_shallow_merge_of_any_json_value(store: Store) -> None:
+    """One UPDATE with json_set: a value replaces the old one whole (no deep merge), None is
+    stored as null (not a deletion), other keys stay; keys a JSON path cannot name plainly take
+    the read-merge-write path with the same result."""
+    jid = store.journal_begin("ADD", "k", {"nested": {"a": 1, "b": 2}, "keep": "x", "gone": "y"})
+    got = store.journal_update(jid, {"nested": {"a": 9}, "gone": None, "n": 3, "l": [1, "2"]})
+    want = {"nested": {"a": 9}, "keep": "x", "gone": None, "n": 3, "l": [1, "2"]}
+    assert got.data == want and store.journal_get(jid).data == want
+    odd = store.journal_update(jid, {'we"ird.key': "v", "keep": "z"})
+    assert odd.data == {**want, 'we"ird.key': "v", "keep": "z"} == store.journal_get(jid).data
+    assert store.journal_update(jid, {}).data == odd.data
+    assert store.journal_update(jid, {"keep": "w"}).updated_at >= odd.updated_at
+
+
+def test_atomic_is_a_transaction_alone_and_the_enclosing_one_inside(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.journal_begin("ADD", "k1", {})
+            raise RuntimeError("boom")
+    assert store.journal_pending() == []          # alone: rolled back
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.journal_begin("ADD", "k2", {})
+            with store.atomic():
+                store.journal_begin("ADD", "k3", {})
+            raise RuntimeError("boom")
+    assert store.journal_pending() == []          # inside: part of the enclosing transaction
+    with store.transaction():
+        with store.atomic():
+            store.journal_begin("ADD", "k4", {})
+    assert [e.key for e in store.journal_pending()] == ["k4"]
+
+
 def test_journal_ids_are_not_reused(store: Store) -> None:
     j1 = store.journal_begin("add", "k", {})
     store.journal_end(j1)

@@ -82,12 +82,22 @@ class Service:
         fd = self._require_netns(call)
         key = attachment_key(conf.name, env.container_id, env.ifname)
         async with self.locks.hold(key):
-            existing = await self.run(self.rt.store.get_attachment, key)
-            if existing is not None:
-                reused = await self._readd(call, existing)
-                if reused is not None:
-                    return reused
+            # one hop to a worker for a new key: the lookup and the whole ADD
+            existing, result = await self.run(self._lookup_or_add, call, hints, key, fd)
+            if existing is None:
+                return result
+            reused = await self._readd(call, existing)
+            if reused is not None:
+                return reused
             return await self._add_new(call, hints, key, fd)
+
+    def _lookup_or_add(self, call: Call, hints: Hints, key: str,
+                       fd: int) -> tuple[AttachmentRecord | None, dict[str, Any]]:
+        """(the key's existing attachment, {}) or, when it has none, (None, the new ADD's result)."""
+        existing = self.rt.store.get_attachment(key)
+        if existing is not None:
+            return existing, {}
+        return None, self._add_sync(call, hints, key, fd)
 
     async def _readd(self, call: Call, rec: AttachmentRecord) -> dict[str, Any] | None:
         """ADD for a key that already has an attachment: keep it when it is intact, else redo."""
@@ -191,7 +201,8 @@ class Service:
         store = self.rt.store
         now = time.time()
         with store.transaction():
-            old = store.get_port(port.id)       # a pool hit's row carries the pool's data: keep it
+            # a pool hit's row carries the pool's data: keep it (a fresh port has no row yet)
+            old = store.get_port(port.id) if pool_key is not None else None
             store.put_port(PortRecord(
                 port_id=port.id, provider=self.cfg.provider, network_id=port.network_id, state="assigned",
                 mac=port.mac, fixed_ips=tuple((f.subnet_id, str(f.address)) for f in port.fixed_ips),

@@ -157,6 +157,19 @@ class Database:
                 self._hooks[-1][0].extend(done)
                 self._hooks[-1][1].extend(undo)
 
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """All-or-nothing for a block of statements at the least cost: inside a transaction
+        already, just that transaction (no savepoint: an exception undoes the block only by
+        rolling back the enclosing transaction as it propagates); outside one, a transaction.
+        For blocks whose callers never catch their errors inside the enclosing transaction."""
+        with self._lock:
+            if self._depth > 0:
+                yield
+                return
+            with self.transaction():
+                yield
+
     def on_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once the current outermost transaction commits (now, outside one)."""
         with self._lock:

@@ -67,7 +67,7 @@ class StandaloneTables:
     def insert_port(self, row: SaPortRow) -> SaPortRow:
         """Insert the port and its addresses; a held MAC or address raises ``AddressUnavailable``."""
         now = time.time()
-        with self.db.transaction():
+        with self.db.atomic():
             self.db.execute(
                 f"INSERT INTO sa_ports ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})",
                 (row.port_id, row.network_id, row.mac, row.name, row.status,
@@ -142,7 +142,7 @@ class StandaloneTables:
 
     def set_cursors(self, cursors: Iterable[tuple[str, str, str]]) -> None:
         """Remember the last address handed out per (network, subnet), like host-local."""
-        with self.db.transaction():
+        with self.db.atomic():
             for network_id, subnet_id, last in cursors:
                 self.db.execute(
                     "INSERT INTO sa_cursors (network_id, subnet_id, last) VALUES (?, ?, ?) "

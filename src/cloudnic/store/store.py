@@ -12,6 +12,7 @@ entry atomically::
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -26,6 +27,7 @@ _ATT_COLS = ("key", "network", "container_id", "ifname", "netns", "state", "port
              "updated_at")
 _PORT_COLS = ("port_id", "provider", "network_id", "state", "mac", "fixed_ips", "pool_key", "attachment_key",
               "data", "created_at", "updated_at")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JOURNAL_COLS = ("id", "op", "key", "data", "created_at", "updated_at")
 
 
@@ -60,18 +62,16 @@ class Store(Database):
     # ---- attachments --------------------------------------------------------------
 
     def put_attachment(self, rec: AttachmentRecord) -> AttachmentRecord:
-        """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row."""
+        """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row.
+        One statement: the upsert never rewrites ``created_at`` and returns the one kept."""
         now = time.time()
-        with self.transaction():
-            old = self.get_attachment(rec.key)
-            created = old.created_at if old is not None else (rec.created_at or now)
-            self.execute(_ATT_UPSERT, (
-                rec.key, rec.network, rec.container_id, rec.ifname, rec.netns, rec.state, rec.port_id,
-                rec.mode, rec.host_ifname, dump_json(rec.result, f"attachment {rec.key!r} result"),
-                rec.cni_version, rec.pod_namespace, rec.pod_name, rec.pod_uid,
-                dump_json(rec.plugged, f"attachment {rec.key!r} plugged"), created, now,
-            ))
-        return replace(rec, created_at=created, updated_at=now)
+        row = self.execute(_ATT_UPSERT + " RETURNING created_at", (
+            rec.key, rec.network, rec.container_id, rec.ifname, rec.netns, rec.state, rec.port_id,
+            rec.mode, rec.host_ifname, dump_json(rec.result, f"attachment {rec.key!r} result"),
+            rec.cni_version, rec.pod_namespace, rec.pod_name, rec.pod_uid,
+            dump_json(rec.plugged, f"attachment {rec.key!r} plugged"), rec.created_at or now, now,
+        )).fetchone()
+        return replace(rec, created_at=float(row[0]), updated_at=now)
 
     def get_attachment(self, key: str) -> AttachmentRecord | None:
         row = self.execute(f"SELECT {', '.join(_ATT_COLS)} FROM attachments WHERE key = ?", (key,)).fetchone()
@@ -99,18 +99,16 @@ class Store(Database):
     # ---- ports --------------------------------------------------------------------
 
     def put_port(self, rec: PortRecord) -> PortRecord:
-        """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row."""
+        """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row.
+        One statement: the upsert never rewrites ``created_at`` and returns the one kept."""
         now = time.time()
-        with self.transaction():
-            old = self.get_port(rec.port_id)
-            created = old.created_at if old is not None else (rec.created_at or now)
-            fixed = [[str(s), str(a)] for s, a in rec.fixed_ips]
-            self.execute(_PORT_UPSERT, (
-                rec.port_id, rec.provider, rec.network_id, rec.state, rec.mac,
-                dump_json(fixed, f"port {rec.port_id!r} fixed_ips"), rec.pool_key, rec.attachment_key,
-                dump_json(rec.data, f"port {rec.port_id!r} data"), created, now,
-            ))
-        return replace(rec, created_at=created, updated_at=now)
+        fixed = [[str(s), str(a)] for s, a in rec.fixed_ips]
+        row = self.execute(_PORT_UPSERT + " RETURNING created_at", (
+            rec.port_id, rec.provider, rec.network_id, rec.state, rec.mac,
+            dump_json(fixed, f"port {rec.port_id!r} fixed_ips"), rec.pool_key, rec.attachment_key,
+            dump_json(rec.data, f"port {rec.port_id!r} data"), rec.created_at or now, now,
+        )).fetchone()
+        return replace(rec, created_at=float(row[0]), updated_at=now)
 
     def get_port(self, port_id: str) -> PortRecord | None:
         sql = f"SELECT {', '.join(_PORT_COLS)} FROM ports WHERE port_id = ?"
@@ -148,7 +146,22 @@ class Store(Database):
         return int(cur.lastrowid)
 
     def journal_update(self, jid: int, data: dict[str, Any]) -> JournalEntry:
-        """Shallow-merge ``data`` into the entry's data (progress of the operation)."""
+        """Shallow-merge ``data`` into the entry's data (progress of the operation); one statement."""
+        if not data or not all(_PLAIN_KEY.fullmatch(k) for k in data):
+            return self._journal_merge(jid, data)
+        paths = ", ".join("?, json(?)" for _ in data)
+        params: list[Any] = []
+        for k, v in data.items():
+            params += [f'$."{k}"', dump_json(v, f"journal {jid} data[{k!r}]")]
+        row = self.execute(
+            f"UPDATE journal SET data = json_set(data, {paths}), updated_at = ? WHERE id = ? "
+            f"RETURNING {', '.join(_JOURNAL_COLS)}", (*params, time.time(), jid)).fetchone()
+        if row is None:
+            raise NotFound(f"journal entry {jid} does not exist (already ended?)")
+        return _journal(row)
+
+    def _journal_merge(self, jid: int, data: dict[str, Any]) -> JournalEntry:
+        """journal_update for keys a JSON path cannot name plainly: read, merge, write."""
         with self.transaction():
             entry = self.journal_get(jid)
             if entry is None:
