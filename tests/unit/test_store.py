@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,32 @@ def test_journal_update_is_a_shallow_merge_of_any_json_value(store: Store) -> No
     assert store.journal_update(jid, {"keep": "w"}).updated_at >= odd.updated_at
 
 
+def test_writes_with_returning_race_no_commit_of_another_thread(store: Store) -> None:
+    """An upsert or journal update with RETURNING is unfinished until its row is read; read
+    outside the lock, another thread's COMMIT failed ("SQL statements in progress")."""
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(150):
+                jid = store.journal_begin("ADD", f"k{n}-{i}", {})
+                store.journal_update(jid, {"port_id": f"p{n}-{i}"})
+                store.put_port(port(f"p{n}-{i}"))
+                with store.transaction():
+                    store.put_attachment(att(f"pods/c{n}-{i}/eth0"))
+                    store.journal_end(jid)
+        except BaseException as e:      # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count_attachments() == 600 and store.journal_pending() == []
+
+
 def test_atomic_is_a_transaction_alone_and_the_enclosing_one_inside(store: Store) -> None:
     with pytest.raises(RuntimeError):
         with store.atomic():
@@ -333,3 +360,4 @@ def test_closed_store_refuses_use(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(InternalError, match="closed"):
         s.list_ports()
+

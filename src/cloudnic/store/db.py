@@ -9,6 +9,7 @@ leaves the outermost block undoes everything.
 
 WAL + ``synchronous=NORMAL`` make every committed transaction survive a crash of the
 process (SIGKILL at any point); a transaction cut short leaves no trace.
+
 """
 
 from __future__ import annotations
@@ -233,6 +234,15 @@ class Database:
                 raise IOFailure(f"state database {self.path} is unreadable; restore it from a backup or "
                                 "move it away", str(exc)) from exc
 
+    def execute_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        """Run one statement and read its first row (None without one), both under the lock.
+
+        For writes with RETURNING: such a statement is finished only once its rows are read,
+        and another thread's COMMIT in between would fail with "SQL statements in progress"."""
+        with self._lock:
+            rows = self.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else str(row[0])
@@ -269,3 +279,4 @@ def _prepare_file(path: str) -> None:
     except OSError as exc:
         raise IOFailure(f"cannot create the state database {path}; check the directory and permissions",
                         f"{exc.strerror or exc}") from exc
+

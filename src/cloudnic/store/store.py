@@ -65,12 +65,12 @@ class Store(Database):
         """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row.
         One statement: the upsert never rewrites ``created_at`` and returns the one kept."""
         now = time.time()
-        row = self.execute(_ATT_UPSERT + " RETURNING created_at", (
+        row = self.execute_one(_ATT_UPSERT + " RETURNING created_at", (
             rec.key, rec.network, rec.container_id, rec.ifname, rec.netns, rec.state, rec.port_id,
             rec.mode, rec.host_ifname, dump_json(rec.result, f"attachment {rec.key!r} result"),
             rec.cni_version, rec.pod_namespace, rec.pod_name, rec.pod_uid,
             dump_json(rec.plugged, f"attachment {rec.key!r} plugged"), rec.created_at or now, now,
-        )).fetchone()
+        ))
         return replace(rec, created_at=float(row[0]), updated_at=now)
 
     def get_attachment(self, key: str) -> AttachmentRecord | None:
@@ -103,11 +103,11 @@ class Store(Database):
         One statement: the upsert never rewrites ``created_at`` and returns the one kept."""
         now = time.time()
         fixed = [[str(s), str(a)] for s, a in rec.fixed_ips]
-        row = self.execute(_PORT_UPSERT + " RETURNING created_at", (
+        row = self.execute_one(_PORT_UPSERT + " RETURNING created_at", (
             rec.port_id, rec.provider, rec.network_id, rec.state, rec.mac,
             dump_json(fixed, f"port {rec.port_id!r} fixed_ips"), rec.pool_key, rec.attachment_key,
             dump_json(rec.data, f"port {rec.port_id!r} data"), rec.created_at or now, now,
-        )).fetchone()
+        ))
         return replace(rec, created_at=float(row[0]), updated_at=now)
 
     def get_port(self, port_id: str) -> PortRecord | None:
@@ -153,9 +153,9 @@ class Store(Database):
         params: list[Any] = []
         for k, v in data.items():
             params += [f'$."{k}"', dump_json(v, f"journal {jid} data[{k!r}]")]
-        row = self.execute(
+        row = self.execute_one(
             f"UPDATE journal SET data = json_set(data, {paths}), updated_at = ? WHERE id = ? "
-            f"RETURNING {', '.join(_JOURNAL_COLS)}", (*params, time.time(), jid)).fetchone()
+            f"RETURNING {', '.join(_JOURNAL_COLS)}", (*params, time.time(), jid))
         if row is None:
             raise NotFound(f"journal entry {jid} does not exist (already ended?)")
         return _journal(row)
