@@ -237,7 +237,7 @@ class Server:
         if env.command == "ADD":
             hints = resolve_hints(conf, env)
             prev = parse_result(conf.prev_result) if conf.prev_result is not None else None
-            result = parse_result(await svc.add(call, hints))
+            result = await svc.add(call, hints)
             if prev is not None:
                 result = convert.chain_onto(prev, result)
             return result.to_json(conf.cni_version)

@@ -77,47 +77,45 @@ class Service:
 
     # ---- ADD --------------------------------------------------------------------------
 
-    async def add(self, call: Call, hints: Hints) -> dict[str, Any]:
+    async def add(self, call: Call, hints: Hints) -> Result:
         env, conf = call.env, call.conf
         fd = self._require_netns(call)
         key = attachment_key(conf.name, env.container_id, env.ifname)
         async with self.locks.hold(key):
             # one hop to a worker for a new key: the lookup and the whole ADD
-            existing, result = await self.run(self._lookup_or_add, call, hints, key, fd)
-            if existing is None:
-                return result
-            reused = await self._readd(call, existing)
+            found = await self.run(self._lookup_or_add, call, hints, key, fd)
+            if isinstance(found, Result):
+                return found
+            reused = await self._readd(call, found)
             if reused is not None:
                 return reused
             return await self._add_new(call, hints, key, fd)
 
     def _lookup_or_add(self, call: Call, hints: Hints, key: str,
-                       fd: int) -> tuple[AttachmentRecord | None, dict[str, Any]]:
-        """(the key's existing attachment, {}) or, when it has none, (None, the new ADD's result)."""
+                       fd: int) -> AttachmentRecord | Result:
+        """The key's existing attachment or, when it has none, the new ADD's result."""
         existing = self.rt.store.get_attachment(key)
-        if existing is not None:
-            return existing, {}
-        return None, self._add_sync(call, hints, key, fd)
+        return existing if existing is not None else self._add_sync(call, hints, key, fd)
 
-    async def _readd(self, call: Call, rec: AttachmentRecord) -> dict[str, Any] | None:
+    async def _readd(self, call: Call, rec: AttachmentRecord) -> Result | None:
         """ADD for a key that already has an attachment: keep it when it is intact, else redo."""
         if rec.state == "assigned" and rec.netns == call.env.netns and call.netns_fd is not None:
             try:
                 await self.run(self._check_kernel, call.netns_fd, rec)
                 log.info("ADD repeated for an intact attachment; returning its result", extra={"key": rec.key})
-                return rec.result
+                return parse_result(rec.result, "the stored result")
             except CNIError as e:
                 log.warning("ADD repeated; the old attachment is broken, replacing it",
                             extra={"key": rec.key, "error": str(e)})
         await self._release(rec, call.netns_fd if rec.netns == call.env.netns else None)
         return None
 
-    async def _add_new(self, call: Call, hints: Hints, key: str, fd: int) -> dict[str, Any]:
+    async def _add_new(self, call: Call, hints: Hints, key: str, fd: int) -> Result:
         # one hop to a worker for the whole ADD: every step blocks (store, provider,
         # netlink) and each loop<->worker hop costs ~0.1 ms of a ~5 ms ADD
         return await self.run(self._add_sync, call, hints, key, fd)
 
-    def _add_sync(self, call: Call, hints: Hints, key: str, fd: int) -> dict[str, Any]:
+    def _add_sync(self, call: Call, hints: Hints, key: str, fd: int) -> Result:
         env, conf = call.env, call.conf
         rt = self.rt
         req, defaults = self._request(call, hints)
@@ -183,7 +181,7 @@ class Service:
             log.info("ADD done", extra={
                 "key": key, "port": port.id, "ips": [str(a) for a in att.addresses],
                 "port_ms": round((t_port - t0) * 1000, 2), "plug_ms": round((t_plug - t_port) * 1000, 2)})
-            return result_dict
+            return result          # the object itself: the server writes it in the caller's version
         except BaseException as e:
             log.warning("ADD failed; undoing", extra={"key": key, "error": str(e)})
             clean = True
