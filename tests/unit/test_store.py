@@ -361,3 +361,35 @@ def test_closed_store_refuses_use(tmp_path: Path) -> None:
     with pytest.raises(InternalError, match="closed"):
         s.list_ports()
 
+
+def test_background_checkpoints_keep_the_wal_from_growing(tmp_path: Path) -> None:
+    """With checkpoints on their own thread, no COMMIT checkpoints (autocheckpoint off) and
+    the WAL is still copied back: after a burst of writes and one interval, a writer
+    restarts the WAL from its start instead of growing it."""
+    s = Store(tmp_path / "state.db")
+    try:
+        s.checkpoint_in_background(interval_s=0.05)
+        s.checkpoint_in_background(interval_s=0.05)            # idempotent
+        assert s.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        wal = tmp_path / "state.db-wal"
+        for i in range(400):
+            s.put_port(port(f"p{i}", data={"pad": "x" * 2000}))
+        size = wal.stat().st_size
+        assert size > 400 * 2000                               # no COMMIT checkpointed meanwhile
+        cp = s._checkpointer
+        assert cp is not None
+        deadline = time.monotonic() + 10
+        while cp.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cp.runs >= 2
+        for i in range(400):
+            s.put_port(port(f"q{i}", data={"pad": "y" * 2000}))
+        assert wal.stat().st_size <= size * 1.2                # reused from the start, not appended
+    finally:
+        s.close()
+    assert not (tmp_path / "state.db-wal").exists() or (tmp_path / "state.db-wal").stat().st_size == 0
+    again = Store(tmp_path / "state.db")
+    try:
+        assert len(again.list_ports()) == 800
+    finally:
+        again.close()

@@ -78,6 +78,7 @@ class Runtime:
         self.cfg = cfg
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(cfg.db_path)
+        self.store.checkpoint_in_background()
         self.host_netns_fd: int | None = None
         if cfg.host_netns:
             try:
