@@ -124,13 +124,17 @@ def scale_routed(res: ScaleResult, levels: Sequence[int], label: str) -> dict[st
     return out
 
 
-def iperf(res: IperfResult, ref: str, bridge: str, routed: str, macvlan: str) -> dict[str, Any]:
+def iperf(res: IperfResult, ref: str, bridge: str, routed: str, macvlan: str, floor: str = "") -> dict[str, Any]:
+    """``floor``: the bare veth pair (``floor_iperf_veth_*``, ``floor_iperf_veth_ratio``: the most any
+    same-host dataplane could reach against the reference)."""
     out: dict[str, Any] = {}
     for key, label in (("ref_iperf_bridge", ref), ("iperf_bridge", bridge), ("iperf_routed", routed),
-                       ("iperf_macvlan", macvlan)):
+                       ("iperf_macvlan", macvlan), *((("floor_iperf_veth", floor),) if floor else ())):
         g = res.gbps.get(label, [])
         out[f"{key}_gbps"] = round(percentile(g, 50), 2) if g else None
         out[f"{key}_runs"] = [round(x, 2) for x in g]
     for mode in ("bridge", "routed", "macvlan"):
         out[f"iperf_{mode}_ratio"] = ratio(out.get(f"iperf_{mode}_gbps"), out.get("ref_iperf_bridge_gbps"))
+    if floor:
+        out["floor_iperf_veth_ratio"] = ratio(out.get("floor_iperf_veth_gbps"), out.get("ref_iperf_bridge_gbps"))
     return out

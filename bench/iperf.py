@@ -8,13 +8,13 @@ timeout, the server killed in any case).
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.latency import rotated
 from bench.plugins import Plugin, Sandbox
 
 PORT = 5299
@@ -68,8 +68,30 @@ def one_run(server: Sandbox, client: Sandbox, target: str, seconds: float) -> fl
         srv.wait()
 
 
+def veth_floor_pair(a: Sandbox, b: Sandbox, prefix: str = "10.219.0") -> str:
+    """Wire two empty sandboxes with one bare veth pair (MTU 1500, no bridge, no plugin): the
+    shortest pod-to-pod path one host has, a ceiling no dataplane can beat. The server's address."""
+    subprocess.run(["ip", "link", "add", "cnbfv0", "netns", a.netns, "mtu", "1500", "type", "veth",
+                    "peer", "name", "cnbfv1", "netns", b.netns, "mtu", "1500"], check=True, capture_output=True)
+    for sb, ifname, host in ((a, "cnbfv0", 1), (b, "cnbfv1", 2)):
+        for cmd in (["link", "set", "lo", "up"], ["addr", "add", f"{prefix}.{host}/24", "dev", ifname],
+                    ["link", "set", ifname, "up"]):
+            subprocess.run(["ip", "-n", sb.netns, *cmd], check=True, capture_output=True)
+    return f"{prefix}.1"
+
+
+def _given(pair: tuple[Sandbox, Sandbox, str]) -> tuple[Sandbox, Sandbox, str]:
+    return pair
+
+
+def _plugin_pair(p: Plugin, pair: tuple[Sandbox, Sandbox]) -> tuple[Sandbox, Sandbox, str]:
+    return pair[0], pair[1], pod_ipv4(p, pair[0])
+
+
 def run_iperf(plugins: Sequence[Plugin], pairs: dict[str, tuple[Sandbox, Sandbox]], seconds: float,
-              rounds: int) -> IperfResult:
+              rounds: int, wired: dict[str, tuple[Sandbox, Sandbox, str]] | None = None) -> IperfResult:
+    """``wired``: label -> (server, client, server address) of pairs wired without a plugin (the
+    floor), measured in the same rotation as the plugins."""
     res = IperfResult()
     attached: list[tuple[Plugin, Sandbox]] = []
     try:
@@ -81,15 +103,17 @@ def run_iperf(plugins: Sequence[Plugin], pairs: dict[str, tuple[Sandbox, Sandbox
                     continue
                 attached.append((p, sb))
         ok = {p.label for p in plugins if all((p, sb) in attached for sb in pairs[p.label])}
+        runs: list[tuple[str, Callable[[], tuple[Sandbox, Sandbox, str]]]] = [
+            (p.label, functools.partial(_plugin_pair, p, pairs[p.label])) for p in plugins if p.label in ok]
+        runs += [(label, functools.partial(_given, w)) for label, w in (wired or {}).items()]
         for r in range(rounds):
-            for p in rotated(plugins, r):
-                if p.label not in ok:
-                    continue
-                a, b = pairs[p.label]
+            k = r % len(runs) if runs else 0
+            for label, pair in runs[k:] + runs[:k]:
                 try:
-                    res.gbps.setdefault(p.label, []).append(one_run(a, b, pod_ipv4(p, a), seconds))
+                    server, client, target = pair()
+                    res.gbps.setdefault(label, []).append(one_run(server, client, target, seconds))
                 except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
-                    res.errors.append(f"{p.label} iperf3 round {r}: {e}")
+                    res.errors.append(f"{label} iperf3 round {r}: {e}")
     finally:
         for p, sb in reversed(attached):
             ex = p.call("DEL", sb)

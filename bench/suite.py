@@ -19,7 +19,7 @@ from typing import Any
 from bench import figures, floor, netns
 from bench.agent import Agent, Net
 from bench.config import Sizes
-from bench.iperf import run_iperf
+from bench.iperf import run_iperf, veth_floor_pair
 from bench.latency import Samples, parallel, peak_rss, sequential, warm_up
 from bench.plugins import Plugin, Sandbox, cloudnic, reference_bridge
 from bench.scale import run_scale, teardown
@@ -29,6 +29,7 @@ SHIM = REPO / "shim" / "build" / "cloudnic"
 
 C_BRIDGE, C_ROUTED, C_MACVLAN, REF = "cloudnic-bridge", "cloudnic-routed", "cloudnic-macvlan", "ref-bridge"
 C_BRIDGE_DD = "cloudnic-bridge-dd"      # the bridge mode with the opt-in deferred_delete
+FLOOR_VETH = "floor-veth"               # iperf3 over one bare veth pair: the same-host ceiling
 NETS = [Net("cnb-bridge", "bridge", "10.210.0.0/16", "10.210.0.1", bridge="cnb-cbr0"),
         Net("cnb-bridge-dd", "bridge", "10.213.0.0/16", "10.213.0.1", bridge="cnb-cbr1", deferred_delete=True),
         Net("cnb-routed", "routed", "10.211.0.0/16"),
@@ -204,8 +205,13 @@ class Suite:
         s = self.sizes
         labels = (REF, C_BRIDGE, C_ROUTED, C_MACVLAN)
         pairs = {k: (self.sandboxes[k][0], self.sandboxes[k][1]) for k in labels}
-        res = run_iperf([self.plugins[k] for k in labels], pairs, s.iperf_seconds, s.iperf_rounds)
-        self.data.update(figures.iperf(res, REF, C_BRIDGE, C_ROUTED, C_MACVLAN))
+        fa, fb = (Sandbox(f"cnb-{self.tag}-fv{i}", f"fv{i}", "none") for i in (0, 1))
+        self.netns_names += [fa.netns, fb.netns]       # removed with the others at teardown
+        netns.create_many([fa.netns, fb.netns])
+        floor_pair = (fa, fb, veth_floor_pair(fa, fb))
+        res = run_iperf([self.plugins[k] for k in labels], pairs, s.iperf_seconds, s.iperf_rounds,
+                        wired={FLOOR_VETH: floor_pair})
+        self.data.update(figures.iperf(res, REF, C_BRIDGE, C_ROUTED, C_MACVLAN, FLOOR_VETH))
         self.notes += res.errors
 
     def _floor(self) -> None:
