@@ -37,6 +37,8 @@ from cloudnic.errors import (
 )
 
 log = logging.getLogger("cloudnic.agent")
+ACCEPT_BURST = 64        # connections accepted per readiness of the listening socket
+ACCEPT_PAUSE_S = 0.1     # listening paused this long after accept() failed (EMFILE, ENOMEM)
 _ucred = struct.Struct("3i")
 _VERBS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
 
@@ -71,6 +73,7 @@ class Server:
         self.inflight: set[asyncio.Task[None]] = set()
         self.started = time.time()
         self.served = 0
+        self._accepting = False
 
     # ---- socket lifecycle -----------------------------------------------------------
 
@@ -100,23 +103,42 @@ class Server:
         self.sock = sock
 
     async def serve(self, stop: asyncio.Event) -> None:
+        """Accept until ``stop`` is set. Accepting is a reader callback on the listening socket
+        (no future per connection): each readiness accepts what is queued, in bursts."""
         assert self.sock is not None
         loop = asyncio.get_running_loop()
-        accept = asyncio.ensure_future(loop.sock_accept(self.sock))
-        stopper = asyncio.ensure_future(stop.wait())
+        fd = self.sock.fileno()
+        self._accepting = True
+        loop.add_reader(fd, self._accept_ready, loop)
         try:
-            while True:
-                done, _ = await asyncio.wait({accept, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
-                    break
-                conn, _addr = accept.result()
-                task = asyncio.ensure_future(self._connection(conn))
-                self.inflight.add(task)
-                task.add_done_callback(self.inflight.discard)
-                accept = asyncio.ensure_future(loop.sock_accept(self.sock))
+            await stop.wait()
         finally:
-            accept.cancel()
-            stopper.cancel()
+            self._accepting = False
+            loop.remove_reader(fd)
+
+    def _accept_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.sock is not None
+        for _ in range(ACCEPT_BURST):        # then back to the loop: in-flight requests go on
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                # out of descriptors or memory: stop listening briefly rather than spin on a
+                # socket that stays readable; callers wait in the backlog meanwhile
+                log.error("accept failed; pausing new connections", extra={"error": os.strerror(e.errno or 0),
+                                                                           "pause_s": ACCEPT_PAUSE_S})
+                fd = self.sock.fileno()
+                loop.remove_reader(fd)
+                loop.call_later(ACCEPT_PAUSE_S, self._resume_accept, loop)
+                return
+            task = loop.create_task(self._connection(conn))
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+
+    def _resume_accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._accepting and self.sock is not None:
+            loop.add_reader(self.sock.fileno(), self._accept_ready, loop)
 
     async def drain(self, timeout: float) -> None:
         if self.inflight:

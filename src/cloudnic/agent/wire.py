@@ -229,6 +229,11 @@ def decode_request(body: bytes, netns_fd: int | None) -> Request:
 # ---- async reading (agent side) ----------------------------------------------------------
 
 
+def _settle(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
 class _Reader:
     """Exact-size reads from a non-blocking stream socket, collecting SCM_RIGHTS fds."""
 
@@ -237,23 +242,23 @@ class _Reader:
         self.fds: list[int] = []
 
     async def _readable(self) -> None:
-        fut: asyncio.Future[None] = self.loop.create_future()
+        """Wait until the socket is readable or the deadline passes (a timer, not wait_for:
+        no task per wait)."""
+        timeout = None if self.deadline is None else self.deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise WireError("timeout", "the peer did not send a complete frame in time")
+        fut: asyncio.Future[bool] = self.loop.create_future()
         fd = self.sock.fileno()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        self.loop.add_reader(fd, ready)
+        self.loop.add_reader(fd, _settle, fut, True)
+        timer = self.loop.call_later(timeout, _settle, fut, False) if timeout is not None else None
         try:
-            timeout = None if self.deadline is None else self.deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                raise TimeoutError
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise WireError("timeout", "the peer did not send a complete frame in time") from None
+            readable = await fut
         finally:
             self.loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+        if not readable:
+            raise WireError("timeout", "the peer did not send a complete frame in time")
 
     async def exact(self, n: int) -> bytes:
         data = bytearray()
