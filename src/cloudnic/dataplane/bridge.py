@@ -130,29 +130,30 @@ class BridgeDataplane(VethDataplane):
     # ---- plug / check -----------------------------------------------------------------
 
     def _create_port(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, host_mac: str,
-                     undo: Undo) -> int:
-        """The veth, its host end created in the bridge; the bridge's ifindex. Call under the lock."""
+                     undo: Undo) -> tuple[int, int]:
+        """The veth, its host end created in the bridge: (the bridge's ifindex, the peer's as echoed
+        or 0). Call under the lock."""
         cached = bool(self._index)
         index = self._bridge_index(host, undo)
         try:
-            create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
+            peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
         except DataplaneError as e:
             if not cached or cause_errno(e) not in STALE_MASTER:
                 raise
             # the cached bridge is gone (deleted behind our back): look it up again, once
             self._forget_bridge()
             index = self._bridge_index(host, undo)
-            create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
-        return index
+            peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
+        return index, peer
 
     def _plug(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, undo: Undo) -> Plugged:
         host_mac = self.host_mac_for(spec.host_ifname)
         with self._lock:
-            bridge_index = self._create_port(host, sb, sandbox_fd, spec, host_mac, undo)
+            bridge_index, peer_index = self._create_port(host, sb, sandbox_fd, spec, host_mac, undo)
         undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
         crash.point("plug:veth-created")
         routes = subnet_routes(spec)
-        configure_sandbox(sb, spec, spec.addresses, routes)
+        configure_sandbox(sb, spec, spec.addresses, routes, index=peer_index)
         crash.point("plug:sandbox-configured")
         gateways = tuple(spec.gateways[v] for v in spec.families if v in spec.gateways)
         if self.gateway_on_bridge:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from cloudnic.dataplane import links, rtmsg
 from cloudnic.dataplane.base import IPAddress, IPInterface
 from cloudnic.dataplane.links import LinkChange, LinkInfo, LinkSpec
-from cloudnic.dataplane.nlattr import NUD_PERMANENT, RT_TABLE_MAIN
+from cloudnic.dataplane.nlattr import NLM_F_ECHO, NUD_PERMANENT, RT_TABLE_MAIN
 from cloudnic.dataplane.rtmsg import IPNetwork, Route
 from cloudnic.dataplane.rtnl import KernelError, Request, RtnlSocket
 from cloudnic.errors import CNIError, InternalError, from_errno, is_gone
@@ -89,9 +89,19 @@ class Kernel:
         out = [links.decode_link(payload) for _, payload in msgs]
         return [lk for lk in out if (not master or lk.master == master) and (not kind or lk.kind == kind)]
 
-    def add_link(self, spec: LinkSpec, what: str, hint: str = "") -> None:
+    def add_link(self, spec: LinkSpec, what: str, hint: str = "", *, echo: bool = False) -> LinkInfo | None:
+        """Create a link. With ``echo`` the kernel sends the new link back (NLM_F_ECHO, Linux
+        >= 6.2; None from older kernels): a veth's host end names its peer's ifindex there."""
+        req = links.newlink(spec)
+        if echo:
+            req = Request(req.type, req.flags | NLM_F_ECHO, req.body, req.what)
         with self.call(f"creating {what}", hint):
-            self.sock.request(links.newlink(spec))
+            replies = self.sock.request(req)
+        for payload in replies:
+            info = links.decode_link(payload)
+            if info.ifname == spec.ifname:
+                return info
+        return None
 
     def set_link(self, index: int, change: LinkChange, what: str) -> None:
         with self.call(f"changing {what}"):

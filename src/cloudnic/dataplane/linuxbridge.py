@@ -202,12 +202,12 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
             def run() -> Plugged:
                 with self._lock:
                     master = self._master(host, att, spec.mtu, undo)
-                    create_veth(host, sb, sandbox_fd, spec, host_mac=self.host_mac_for(spec.host_ifname),
-                                master=master, reap=self._reap_peer)
+                    peer_index = create_veth(host, sb, sandbox_fd, spec, master=master, reap=self._reap_peer,
+                                             host_mac=self.host_mac_for(spec.host_ifname))
                 undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
                 crash.point("plug:veth-created")
                 routes = sandbox_routes(spec)
-                configure_sandbox(sb, spec, spec.addresses, routes)
+                configure_sandbox(sb, spec, spec.addresses, routes, index=peer_index)
                 crash.point("plug:sandbox-configured")
                 return self._plugged(att, spec, routes, "new")
 

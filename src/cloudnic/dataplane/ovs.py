@@ -307,13 +307,13 @@ class OvsDataplane(VethDataplane):
     def _plug_port(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, port_id: str,
                    undo: Undo) -> Plugged:
         tap, host_mac = spec.host_ifname, self.host_mac_for(spec.host_ifname)
-        create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, reap=self._reap_peer)
+        peer_index = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, reap=self._reap_peer)
         undo.add(f"delete {tap}", lambda: delete_if_ours(host, tap, "veth"))
         crash.point("plug:veth-created")
         if self.ovs.add_port(tap, interface_ids(port_id, spec.mac, spec.key)):
             undo.add(f"remove OVS port {tap}", lambda: self.ovs.del_port(tap))
         routes = sandbox_routes(spec)
-        configure_sandbox(sb, spec, spec.addresses, routes)
+        configure_sandbox(sb, spec, spec.addresses, routes, index=peer_index)
         crash.point("plug:sandbox-configured")
         gateways = tuple(spec.gateways[v] for v in spec.families if v in spec.gateways)
         return Plugged(host_ifname=tap, host_mac=host_mac, sandbox_ifname=spec.ifname, sandbox_mac=spec.mac,

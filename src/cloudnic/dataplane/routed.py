@@ -95,12 +95,12 @@ class RoutedDataplane(VethDataplane):
         if self.enable_forwarding:
             self._forward(spec.families)
         host_mac = self.host_mac_for(spec.host_ifname)
-        create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, reap=self._reap_peer)
+        peer_index = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, reap=self._reap_peer)
         undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
         crash.point("plug:veth-created")
         routes = routed_routes(spec, self.gateways)
         configure_sandbox(sb, spec, pod_interfaces(spec.addresses), routes,
-                          neighbours=[(self.gateways[v], host_mac) for v in spec.families])
+                          neighbours=[(self.gateways[v], host_mac) for v in spec.families], index=peer_index)
         crash.point("plug:sandbox-configured")
         hlink = host.link(spec.host_ifname)
         if hlink is None:

@@ -58,8 +58,10 @@ def veth_spec(spec: PlugSpec, sandbox_fd: int, *, host_mac: str, master: int = 0
 
 
 def create_veth(host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, *, host_mac: str,
-                master: int = 0, reap: Callable[[LinkInfo], bool] | None = None) -> None:
+                master: int = 0, reap: Callable[[LinkInfo], bool] | None = None) -> int:
     """The pair in one request; an existing name is reported on the side where it exists.
+    Returns the peer's ifindex in the sandbox as the kernel echoed it (0 when it did not:
+    ``configure_sandbox`` then looks the peer up by name).
 
     There is no pre-check: the exclusive create fails with EEXIST, and only then is the
     sandbox asked whether the name is taken there (the CNI spec's error) or on the host.
@@ -69,18 +71,19 @@ def create_veth(host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, *, ho
     what = f"veth {spec.host_ifname} (host) <-> {spec.ifname} (sandbox)"
     link = veth_spec(spec, sandbox_fd, host_mac=host_mac, master=master)
     try:
-        host.add_link(link, what)
+        echoed = host.add_link(link, what, echo=True)
     except DataplaneError as e:
         if cause_errno(e) != errno.EEXIST:
             raise
         taken = sb.link(spec.ifname)
         if taken is not None and reap is not None and reap(taken):
-            host.add_link(link, what)
-            return
+            echoed = host.add_link(link, what, echo=True)
+            return echoed.link if echoed is not None else 0
         require_free_ifname(sb, spec.ifname)
         raise DataplaneError(f"host interface {spec.host_ifname} already exists in the host netns; a stale "
                              "attachment with the same key? DEL it (or delete the link) and retry",
                              e.details) from e
+    return echoed.link if echoed is not None else 0
 
 
 def sandbox_requests(index: int, ifname: str, addresses: Iterable[IPInterface], routes: Iterable[RouteSpec],
@@ -100,14 +103,18 @@ def sandbox_requests(index: int, ifname: str, addresses: Iterable[IPInterface], 
 
 
 def configure_sandbox(sb: Kernel, spec: PlugSpec, addresses: Iterable[IPInterface],
-                      routes: Iterable[RouteSpec], neighbours: Iterable[tuple[IPAddress, str]] = ()) -> int:
-    """Configure ``spec.ifname`` in the sandbox in ONE send (see ``sandbox_requests``); its ifindex."""
-    link = sb.link(spec.ifname)
-    if link is None:
-        raise DataplaneError(f"{spec.ifname} vanished from the sandbox right after it was created")
-    sb.batch(sandbox_requests(link.index, spec.ifname, addresses, routes, neighbours),
+                      routes: Iterable[RouteSpec], neighbours: Iterable[tuple[IPAddress, str]] = (), *,
+                      index: int = 0) -> int:
+    """Configure ``spec.ifname`` in the sandbox in ONE send (see ``sandbox_requests``); its ifindex.
+    ``index``: the link's ifindex when known (echoed at creation); else it is looked up by name."""
+    if not index:
+        link = sb.link(spec.ifname)
+        if link is None:
+            raise DataplaneError(f"{spec.ifname} vanished from the sandbox right after it was created")
+        index = link.index
+    sb.batch(sandbox_requests(index, spec.ifname, addresses, routes, neighbours),
              f"configuring {spec.ifname}")
-    return link.index
+    return index
 
 
 def remove_sandbox_link(sandbox_fd: int | None, att: Attachment, plugged: Plugged | None, kind: str) -> None:
