@@ -137,12 +137,20 @@ class FakeAgent:
             task.cancel()
         await asyncio.gather(acceptor, *tasks, return_exceptions=True)
 
+    def _read(self, conn: socket.socket) -> wire.Request:
+        """The agent's own (blocking) frame reader, on a thread; the socket is non-blocking again after."""
+        conn.setblocking(True)
+        try:
+            return wire.read_request(conn, self.max_body, timeout=30)
+        finally:
+            conn.setblocking(False)
+
     async def _serve(self, conn: socket.socket, action: Action) -> None:
         loop = asyncio.get_running_loop()
         try:
             if getattr(action, "read_first", True):
                 try:
-                    req = await wire.read_request(loop, conn, self.max_body, timeout=30)
+                    req = await loop.run_in_executor(None, self._read, conn)
                 except wire.WireError as err:
                     self.received.append(Received(error=err.kind))
                     action = self.on_error

@@ -1,150 +1,132 @@
-"""KeyedLocks and Gate: the agent's per-attachment serialisation and the audit's exclusive gate."""
+"""KeyedLocks and Gate: the request threads' per-attachment serialisation and the audit's gate."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
 from cloudnic.agent.locks import Gate, KeyedLocks
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+def _threads(*targets) -> list[threading.Thread]:  # type: ignore[no-untyped-def]
+    ts = [threading.Thread(target=t) for t in targets]
+    for t in ts:
+        t.start()
+    return ts
 
 
 def test_one_holder_per_key_and_keys_in_parallel() -> None:
-    async def main() -> list[str]:
-        locks = KeyedLocks()
-        events: list[str] = []
+    locks = KeyedLocks()
+    events: list[str] = []
+    guard = threading.Lock()
 
-        async def op(key: str, name: str) -> None:
-            async with locks.hold(key):
+    def op(key: str, name: str) -> None:
+        with locks.hold(key):
+            with guard:
                 events.append(f"{name}+")
-                await asyncio.sleep(0.01)
+            time.sleep(0.05)
+            with guard:
                 events.append(f"{name}-")
 
-        await asyncio.gather(op("a", "a1"), op("a", "a2"), op("b", "b1"))
-        assert len(locks) == 0 and not locks.busy("a") and not locks.busy("b")
-        return events
-
-    events = run(main())
-    # a1 and a2 never overlap; b1 runs beside a1
-    assert events.index("a1-") < events.index("a2+")
-    assert events.index("b1+") < events.index("a1-")
+    ts = _threads(lambda: op("a", "a1"))
+    time.sleep(0.01)
+    ts += _threads(lambda: op("a", "a2"), lambda: op("b", "b1"))
+    for t in ts:
+        t.join(5)
+    assert events.index("a1-") < events.index("a2+")          # one at a time on "a"
+    assert events.index("b1+") < events.index("a1-")          # "b" beside it
+    assert len(locks) == 0 and not locks.busy("a") and not locks.busy("b")
 
 
 def test_busy_while_held_or_waited_for() -> None:
-    async def main() -> None:
-        locks = KeyedLocks()
-        entered = asyncio.Event()
-        leave = asyncio.Event()
+    locks = KeyedLocks()
+    entered, leave = threading.Event(), threading.Event()
 
-        async def holder() -> None:
-            async with locks.hold("k"):
-                entered.set()
-                await leave.wait()
+    def holder() -> None:
+        with locks.hold("k"):
+            entered.set()
+            leave.wait(5)
 
-        t1 = asyncio.create_task(holder())
-        await entered.wait()
-        assert locks.busy("k") and len(locks) == 1
-        t2 = asyncio.create_task(holder())       # waits for the first
-        await asyncio.sleep(0)
-        leave.set()
-        await asyncio.gather(t1, t2)
-        assert not locks.busy("k") and len(locks) == 0
-
-    run(main())
-
-
-def test_a_waiter_cancelled_leaves_no_trace_and_the_holder_unharmed() -> None:
-    async def main() -> None:
-        locks = KeyedLocks()
-        entered = asyncio.Event()
-        leave = asyncio.Event()
-
-        async def holder() -> None:
-            async with locks.hold("k"):
-                entered.set()
-                await leave.wait()
-
-        t1 = asyncio.create_task(holder())
-        await entered.wait()
-        waiter = asyncio.create_task(holder())
-        await asyncio.sleep(0.01)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        assert locks.busy("k")                  # the holder still holds it
-        leave.set()
-        await t1
-        assert not locks.busy("k")
-        async with locks.hold("k"):             # and it can be taken again at once
-            assert locks.busy("k")
-        assert len(locks) == 0
-
-    run(main())
+    (t1,) = _threads(holder)
+    assert entered.wait(5)
+    assert locks.busy("k") and len(locks) == 1
+    (t2,) = _threads(holder)                  # waits for the first
+    time.sleep(0.02)
+    assert locks.busy("k") and len(locks) == 1
+    leave.set()
+    t1.join(5)
+    t2.join(5)
+    assert not locks.busy("k") and len(locks) == 0
 
 
 def test_an_error_inside_releases_the_key() -> None:
-    async def main() -> None:
-        locks = KeyedLocks()
-        with pytest.raises(RuntimeError):
-            async with locks.hold("k"):
-                raise RuntimeError("boom")
-        assert not locks.busy("k")
-        await asyncio.wait_for(_take(locks, "k"), 1)
+    locks = KeyedLocks()
+    with pytest.raises(RuntimeError):
+        with locks.hold("k"):
+            raise RuntimeError("boom")
+    assert not locks.busy("k")
+    done = threading.Event()
 
-    run(main())
+    def again() -> None:
+        with locks.hold("k"):
+            done.set()
 
-
-async def _take(locks: KeyedLocks, key: str) -> None:
-    async with locks.hold(key):
-        pass
+    (t,) = _threads(again)
+    assert done.wait(2)
+    t.join(2)
 
 
 def test_gate_exclusive_waits_for_shared_in_flight_and_holds_new_ones() -> None:
-    async def main() -> list[str]:
-        gate = Gate()
-        events: list[str] = []
-        in_shared = asyncio.Event()
+    gate = Gate()
+    events: list[str] = []
+    guard = threading.Lock()
+    in_shared = threading.Event()
 
-        async def shared(name: str, hold: float) -> None:
-            async with gate.shared():
+    def shared(name: str, hold: float) -> None:
+        with gate.shared():
+            with guard:
                 events.append(f"{name}+")
-                in_shared.set()
-                await asyncio.sleep(hold)
+            in_shared.set()
+            time.sleep(hold)
+            with guard:
                 events.append(f"{name}-")
 
-        async def exclusive() -> None:
-            async with gate.exclusive():
+    async def exclusive() -> None:
+        async with gate.exclusive():
+            with guard:
                 events.append("X+")
-                await asyncio.sleep(0.01)
+            second = threading.Thread(target=shared, args=("s2", 0))    # arrives while X holds the gate
+            second.start()
+            await asyncio.sleep(0.05)
+            with guard:
                 events.append("X-")
+        await asyncio.get_running_loop().run_in_executor(None, second.join, 5)
 
-        s1 = asyncio.create_task(shared("s1", 0.03))
-        await in_shared.wait()
-        x = asyncio.create_task(exclusive())
-        await asyncio.sleep(0.005)
-        s2 = asyncio.create_task(shared("s2", 0))     # arrives while the exclusive one waits
-        await asyncio.gather(s1, x, s2)
-        return events
-
-    events = run(main())
-    assert events.index("s1-") < events.index("X+")   # waited for the one in flight
-    assert events.index("X-") < events.index("s2+")   # and kept the new one out
+    (s1,) = _threads(lambda: shared("s1", 0.1))
+    assert in_shared.wait(5)
+    asyncio.run(asyncio.wait_for(exclusive(), 5))
+    s1.join(5)
+    assert events.index("s1-") < events.index("X+")       # waited for the one in flight
+    assert events.index("X-") < events.index("s2+")       # and kept the new one out
+    assert gate.active == 0
 
 
-def test_gate_shared_is_reentrant_across_tasks() -> None:
-    async def main() -> None:
-        gate = Gate()
+def test_gate_shared_from_many_threads_then_exclusive_at_once() -> None:
+    gate = Gate()
 
-        async def shared() -> None:
-            async with gate.shared():
-                await asyncio.sleep(0.005)
+    def shared() -> None:
+        with gate.shared():
+            time.sleep(0.01)
 
-        await asyncio.gather(*(shared() for _ in range(5)))
-        async with gate.exclusive():            # idle again: enters at once
+    for t in _threads(*([shared] * 8)):
+        t.join(5)
+    assert gate.active == 0
+
+    async def exclusive() -> None:
+        async with gate.exclusive():
             pass
 
-    asyncio.run(asyncio.wait_for(main(), 2))
+    asyncio.run(asyncio.wait_for(exclusive(), 1))

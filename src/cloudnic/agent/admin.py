@@ -24,7 +24,7 @@ async def handle(server: Server, body: dict[str, Any]) -> dict[str, Any]:
             "ok": True, "version": __version__, "ready": svc.ready, "node": svc.cfg.node_name,
             "recheck_pending_s": round(max(0.0, svc.recheck_at - time.time()), 1) if svc.recheck_at else 0.0,
             "cluster_id": svc.cfg.cluster_id, "uptime_s": round(time.time() - server.started, 1),
-            "requests_served": server.served, "inflight": len(server.inflight),
+            "requests_served": server.served, "inflight": server.inflight,
             "store": {"path": str(svc.cfg.db_path), "schema_version": rt.store.schema_version,
                       "attachments": await svc.run(rt.store.count_attachments),
                       "pending_journal": len(await svc.run(rt.store.journal_pending))},

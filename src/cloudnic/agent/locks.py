@@ -1,119 +1,97 @@
-"""Per-attachment locks: one operation at a time per key, different keys in parallel.
+"""Per-attachment locks and the audit's gate, for the agent's request threads.
 
-Both are plain async context managers (``__aenter__``/``__aexit__``), not generator-based
-ones: they sit on every CNI request's path.
+CNI verbs run end to end on request threads (see ``server.py``): ``KeyedLocks`` lets one
+operation at a time work on a key, different keys in parallel; ``Gate`` lets CNI verbs
+pass shared while an audit repair (on the event loop) holds it exclusive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
-
-class KeyedLocks:
-    def __init__(self) -> None:
-        self._locks: dict[str, _Entry] = {}
-
-    def hold(self, key: str) -> _Held:
-        return _Held(self._locks, key)
-
-    def busy(self, key: str) -> bool:
-        """True while an operation on ``key`` holds or waits for its lock."""
-        return key in self._locks
-
-    def __len__(self) -> int:
-        return len(self._locks)
+EXCLUSIVE_POLL_S = 0.005     # how often an exclusive holder looks whether the shared ones are gone
 
 
 class _Entry:
     __slots__ = ("lock", "users")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
+        self.lock = threading.Lock()
         self.users = 0
 
 
-class _Held:
-    __slots__ = ("_entry", "_key", "_locked", "_locks")
+class KeyedLocks:
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, _Entry] = {}
 
-    def __init__(self, locks: dict[str, _Entry], key: str) -> None:
-        self._locks, self._key = locks, key
-        self._entry: _Entry | None = None
-        self._locked = False
-
-    async def __aenter__(self) -> None:
-        entry = self._locks.get(self._key)
-        if entry is None:
-            entry = self._locks[self._key] = _Entry()
-        entry.users += 1
-        self._entry = entry
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            entry = self._locks.get(key)
+            if entry is None:
+                entry = self._locks[key] = _Entry()
+            entry.users += 1
         try:
-            await entry.lock.acquire()
-        except BaseException:                   # cancelled while waiting: no longer a user
-            self._leave(entry)
-            raise
-        self._locked = True
+            with entry.lock:
+                yield
+        finally:
+            with self._guard:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[key]
 
-    async def __aexit__(self, *exc: object) -> None:
-        entry = self._entry
-        if entry is not None:
-            if self._locked:
-                entry.lock.release()
-                self._locked = False
-            self._leave(entry)
+    def busy(self, key: str) -> bool:
+        """True while an operation on ``key`` holds or waits for its lock."""
+        with self._guard:
+            return key in self._locks
 
-    def _leave(self, entry: _Entry) -> None:
-        self._entry = None
-        entry.users -= 1
-        if entry.users <= 0 and self._locks.get(self._key) is entry:
-            del self._locks[self._key]
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)
 
 
 class Gate:
-    """Shared/exclusive gate: CNI operations pass shared; an audit repair runs exclusive,
-    after the operations in flight have finished and before new ones start."""
+    """Shared/exclusive gate: CNI operations pass shared (request threads); an audit repair
+    runs exclusive (event loop), after the operations in flight have finished and before
+    new ones start."""
 
     def __init__(self) -> None:
-        self._open = asyncio.Event()
-        self._open.set()
+        self._cond = threading.Condition()
+        self._open = True
         self._active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._exclusive = asyncio.Lock()
-        self._shared = _Shared(self)
 
-    def shared(self) -> _Shared:
-        return self._shared
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while not self._open:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+
+    @property
+    def active(self) -> int:
+        with self._cond:
+            return self._active
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
         async with self._exclusive:
-            self._open.clear()
+            with self._cond:
+                self._open = False
             try:
-                await self._idle.wait()
+                while self.active:                # the loop must not block: look again shortly
+                    await asyncio.sleep(EXCLUSIVE_POLL_S)
                 yield
             finally:
-                self._open.set()
-
-
-class _Shared:
-    """``async with gate.shared():`` — reusable (it keeps no state of its own)."""
-
-    __slots__ = ("_gate",)
-
-    def __init__(self, gate: Gate) -> None:
-        self._gate = gate
-
-    async def __aenter__(self) -> None:
-        g = self._gate
-        if not g._open.is_set():
-            await g._open.wait()
-        g._active += 1
-        g._idle.clear()
-
-    async def __aexit__(self, *exc: object) -> None:
-        g = self._gate
-        g._active -= 1
-        if g._active == 0:
-            g._idle.set()
+                with self._cond:
+                    self._open = True
+                    self._cond.notify_all()

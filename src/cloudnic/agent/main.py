@@ -35,7 +35,7 @@ async def run(cfg: AgentConfig) -> int:
         "ready": "gauge", "target": "gauge", "hits": "counter", "misses": "counter", "rekeys": "counter",
         "refills": "counter", "refill_errors": "counter", "deleted": "counter"}))
     metrics.source(lambda: provider_call_samples(rt.provider))
-    server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics)
+    server = Server(svc, cfg.socket, cfg.max_request_bytes, metrics, threads=cfg.workers)
     http = MetricsServer(metrics, cfg.metrics_listen, lambda: svc.ready) if cfg.metrics_listen else None
     reconciler: asyncio.Future[None] | None = None
     rechecker: asyncio.Future[None] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -43,6 +44,11 @@ class Histogram:
             if ms <= b:
                 self.counts[i] += 1
 
+    def copy(self) -> Histogram:
+        h = Histogram()
+        h.counts, h.total, h.sum_ms = list(self.counts), self.total, self.sum_ms
+        return h
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -50,10 +56,13 @@ class Metrics:
         self.latency: dict[str, Histogram] = defaultdict(Histogram)        # verb -> ms
         self.gauges: dict[str, Callable[[], float]] = {}
         self.sources: list[Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]] = []
+        self._lock = threading.Lock()
 
     def observe_request(self, verb: str, code: int, ms: float) -> None:
-        self.requests[(verb or "unknown", str(code))] += 1
-        self.latency[verb or "unknown"].observe(ms)
+        """Called by the request threads; ``render`` reads under the same lock."""
+        with self._lock:
+            self.requests[(verb or "unknown", str(code))] += 1
+            self.latency[verb or "unknown"].observe(ms)
 
     def gauge(self, name: str, fn: Callable[[], float]) -> None:
         self.gauges[name] = fn
@@ -64,13 +73,16 @@ class Metrics:
 
     def render(self) -> str:
         out: list[str] = []
+        with self._lock:                       # a consistent copy; the request threads keep counting
+            requests = sorted(self.requests.items())
+            latency = [(verb, h.copy()) for verb, h in sorted(self.latency.items())]
         out.append("# HELP cloudnic_requests_total CNI requests served, by verb and CNI result code (0 = ok)")
         out.append("# TYPE cloudnic_requests_total counter")
-        for (verb, code), n in sorted(self.requests.items()):
+        for (verb, code), n in requests:
             out.append(f"cloudnic_requests_total{_labels({'verb': verb, 'code': code})} {n}")
         out.append("# HELP cloudnic_request_duration_ms Time the agent spent on a CNI request")
         out.append("# TYPE cloudnic_request_duration_ms histogram")
-        for verb, h in sorted(self.latency.items()):
+        for verb, h in latency:
             for b, c in zip(BUCKETS_MS, h.counts, strict=True):
                 out.append(f"cloudnic_request_duration_ms_bucket{_labels({'verb': verb, 'le': str(b)})} {c}")
             out.append(f"cloudnic_request_duration_ms_bucket{_labels({'verb': verb, 'le': '+Inf'})} {h.total}")

@@ -77,43 +77,31 @@ class Service:
 
     # ---- ADD --------------------------------------------------------------------------
 
-    async def add(self, call: Call, hints: Hints) -> Result:
+    def add(self, call: Call, hints: Hints) -> Result:
+        """CNI ADD, on the calling (request) thread; blocks."""
         env, conf = call.env, call.conf
         fd = self._require_netns(call)
         key = attachment_key(conf.name, env.container_id, env.ifname)
-        async with self.locks.hold(key):
-            # one hop to a worker for a new key: the lookup and the whole ADD
-            found = await self.run(self._lookup_or_add, call, hints, key, fd)
-            if isinstance(found, Result):
-                return found
-            reused = await self._readd(call, found)
-            if reused is not None:
-                return reused
-            return await self._add_new(call, hints, key, fd)
+        with self.locks.hold(key):
+            existing = self.rt.store.get_attachment(key)
+            if existing is not None:
+                reused = self._readd(call, existing)
+                if reused is not None:
+                    return reused
+            return self._add_sync(call, hints, key, fd)
 
-    def _lookup_or_add(self, call: Call, hints: Hints, key: str,
-                       fd: int) -> AttachmentRecord | Result:
-        """The key's existing attachment or, when it has none, the new ADD's result."""
-        existing = self.rt.store.get_attachment(key)
-        return existing if existing is not None else self._add_sync(call, hints, key, fd)
-
-    async def _readd(self, call: Call, rec: AttachmentRecord) -> Result | None:
+    def _readd(self, call: Call, rec: AttachmentRecord) -> Result | None:
         """ADD for a key that already has an attachment: keep it when it is intact, else redo."""
         if rec.state == "assigned" and rec.netns == call.env.netns and call.netns_fd is not None:
             try:
-                await self.run(self._check_kernel, call.netns_fd, rec)
+                self._check_kernel(call.netns_fd, rec)
                 log.info("ADD repeated for an intact attachment; returning its result", extra={"key": rec.key})
                 return parse_result(rec.result, "the stored result")
             except CNIError as e:
                 log.warning("ADD repeated; the old attachment is broken, replacing it",
                             extra={"key": rec.key, "error": str(e)})
-        await self._release(rec, call.netns_fd if rec.netns == call.env.netns else None)
+        self._release_sync(rec, call.netns_fd if rec.netns == call.env.netns else None)
         return None
-
-    async def _add_new(self, call: Call, hints: Hints, key: str, fd: int) -> Result:
-        # one hop to a worker for the whole ADD: every step blocks (store, provider,
-        # netlink) and each loop<->worker hop costs ~0.1 ms of a ~5 ms ADD
-        return await self.run(self._add_sync, call, hints, key, fd)
 
     def _add_sync(self, call: Call, hints: Hints, key: str, fd: int) -> Result:
         env, conf = call.env, call.conf
@@ -287,11 +275,12 @@ class Service:
 
     # ---- DEL --------------------------------------------------------------------------
 
-    async def delete(self, call: Call) -> None:
+    def delete(self, call: Call) -> None:
+        """CNI DEL, on the calling (request) thread; blocks."""
         env, conf = call.env, call.conf
         key = attachment_key(conf.name, env.container_id, env.ifname)
-        async with self.locks.hold(key):
-            await self.run(self._delete_sync, key, call)
+        with self.locks.hold(key):
+            self._delete_sync(key, call)
 
     def _delete_sync(self, key: str, call: Call) -> None:
         rec = self.rt.store.get_attachment(key)
@@ -300,9 +289,6 @@ class Service:
             return
         same_ns = call.netns_fd is not None and (not call.env.netns or call.env.netns == rec.netns)
         self._release_sync(rec, call.netns_fd if same_ns else None)
-
-    async def _release(self, rec: AttachmentRecord, fd: int | None) -> None:
-        await self.run(self._release_sync, rec, fd)
 
     def _release_sync(self, rec: AttachmentRecord, fd: int | None) -> None:
         """Undo an attachment: dataplane, port, records. Idempotent and crash-safe."""
@@ -342,15 +328,15 @@ class Service:
 
     # ---- CHECK ------------------------------------------------------------------------
 
-    async def check(self, call: Call) -> None:
+    def check(self, call: Call) -> None:
         env, conf = call.env, call.conf
         if not cniversion.supports_check(conf.cni_version):
             raise IncompatibleVersion(f"cniVersion {conf.cni_version}: CHECK needs 0.4.0 or later")
         fd = self._require_netns(call)
         prev = parse_result(conf.prev_result) if conf.prev_result is not None else None
         key = attachment_key(conf.name, env.container_id, env.ifname)
-        async with self.locks.hold(key):
-            rec = await self.run(self.rt.store.get_attachment, key)
+        with self.locks.hold(key):
+            rec = self.rt.store.get_attachment(key)
             if rec is None or rec.state != "assigned":
                 raise UnknownContainer(f"no attachment for container {env.container_id} ifname {env.ifname} "
                                        f"on network {conf.name!r}; ADD it first")
@@ -361,10 +347,10 @@ class Service:
                 # result is what the sandbox must match (spec: CHECK consults prevResult)
                 mac = next((i.mac for i in prev.interfaces if i.name == env.ifname and i.sandbox and i.mac),
                            None)
-            port = await self.run(self.rt.provider.get_port, rec.port_id)
+            port = self.rt.provider.get_port(rec.port_id)
             if port is None:
                 raise CheckFailed(f"port {rec.port_id} of {key} no longer exists at the provider")
-            await self.run(self._check_kernel, fd, rec, mac)
+            self._check_kernel(fd, rec, mac)
 
     def _check_prev_result(self, rec: AttachmentRecord, prev: Result) -> None:
         ours = parse_result(rec.result)
@@ -383,22 +369,22 @@ class Service:
 
     # ---- GC ---------------------------------------------------------------------------
 
-    async def gc(self, call: Call) -> None:
+    def gc(self, call: Call) -> None:
         conf = call.conf
         valid = set(conf.valid_attachments or ())
-        recs = await self.run(self.rt.store.list_attachments, conf.name)
+        recs = self.rt.store.list_attachments(conf.name)
         failed: list[str] = []
         for rec in recs:
             if (rec.container_id, rec.ifname) in valid:
                 continue
-            async with self.locks.hold(rec.key):
-                current = await self.run(self.rt.store.get_attachment, rec.key)
+            with self.locks.hold(rec.key):
+                current = self.rt.store.get_attachment(rec.key)
                 if current is None:
                     continue
                 try:
-                    fd = await self.run(open_netns, current.netns)
+                    fd = open_netns(current.netns)
                     try:
-                        await self._release(current, fd)
+                        self._release_sync(current, fd)
                     finally:
                         if fd is not None:
                             os.close(fd)
@@ -410,10 +396,10 @@ class Service:
 
     # ---- STATUS -----------------------------------------------------------------------
 
-    async def status(self, call: Call) -> None:
+    def status(self, call: Call) -> None:
         if not self.ready:
             raise NotAvailable("cloudnic-agent is starting (recovering its journal)")
-        health = await self.run(self.rt.provider.health)
+        health = self.rt.provider.health()
         network = call.conf.network
         if not health.ok:
             # ADDs can still be served from the warm pool while the provider is down
@@ -425,7 +411,7 @@ class Service:
                 raise NotAvailable(f"provider {self.cfg.provider} is not reachable and network {network!r} has no "
                                    f"pooled port ready: {health.detail}")
             log.warning("provider down; serving from the pool", extra={"ready": ready, "network": network})
-        free = await self.run(self.rt.free_addresses, network)
+        free = self.rt.free_addresses(network)
         if free is not None and free <= 0:
             raise NotAvailable(f"network {network!r} has no free address; add a subnet or widen one")
 

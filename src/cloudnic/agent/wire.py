@@ -13,7 +13,6 @@ stdlib only.
 from __future__ import annotations
 
 import array
-import asyncio
 import json
 import os
 import socket
@@ -226,49 +225,36 @@ def decode_request(body: bytes, netns_fd: int | None) -> Request:
     return Request(fields, stdin, netns_fd)
 
 
-# ---- async reading (agent side) ----------------------------------------------------------
-
-
-def _settle(fut: asyncio.Future[bool], value: bool) -> None:
-    if not fut.done():
-        fut.set_result(value)
+# ---- reading (agent side, on its request threads) ----------------------------------------
 
 
 class _Reader:
-    """Exact-size reads from a non-blocking stream socket, collecting SCM_RIGHTS fds."""
+    """Exact-size reads from a blocking stream socket under one deadline, collecting SCM_RIGHTS fds.
+    Reads ahead (a frame's header and body usually come in one recvmsg); a connection carries
+    one frame, so nothing read ahead belongs to anyone else."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float | None) -> None:
-        self.loop, self.sock, self.deadline = loop, sock, deadline
+    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
+        self.sock, self.deadline = sock, deadline
         self.fds: list[int] = []
+        self._ahead = bytearray()
 
-    async def _readable(self) -> None:
-        """Wait until the socket is readable or the deadline passes (a timer, not wait_for:
-        no task per wait)."""
-        timeout = None if self.deadline is None else self.deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            raise WireError("timeout", "the peer did not send a complete frame in time")
-        fut: asyncio.Future[bool] = self.loop.create_future()
-        fd = self.sock.fileno()
-        self.loop.add_reader(fd, _settle, fut, True)
-        timer = self.loop.call_later(timeout, _settle, fut, False) if timeout is not None else None
-        try:
-            readable = await fut
-        finally:
-            self.loop.remove_reader(fd)
-            if timer is not None:
-                timer.cancel()
-        if not readable:
-            raise WireError("timeout", "the peer did not send a complete frame in time")
-
-    async def exact(self, n: int) -> bytes:
-        data = bytearray()
+    def exact(self, n: int) -> bytes:
+        data = self._ahead
         while len(data) < n:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise WireError("timeout", "the peer did not send a complete frame in time")
+                self.sock.settimeout(left)
+            else:
+                self.sock.settimeout(None)
             try:
                 chunk, anc, _flags, _addr = self.sock.recvmsg(
-                    min(n - len(data), _CHUNK), socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+                    _CHUNK, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
                 )
-            except (BlockingIOError, InterruptedError):
-                await self._readable()
+            except TimeoutError:
+                raise WireError("timeout", "the peer did not send a complete frame in time") from None
+            except InterruptedError:
                 continue
             except OSError as exc:
                 raise WireError("io", f"reading the frame failed: {os.strerror(exc.errno or 0)}") from None
@@ -280,7 +266,9 @@ class _Reader:
             if not chunk:
                 raise WireError("eof", f"the peer closed the connection after {len(data)} of {n} bytes")
             data += chunk
-        return bytes(data)
+        out = bytes(data[:n])
+        del data[:n]
+        return out
 
     def close_fds(self, keep: int | None = None) -> None:
         for fd in self.fds:
@@ -293,35 +281,28 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
-async def read_frame(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    max_body: int,
-    magics: set[bytes],
-    timeout: float | None = None,
-) -> tuple[bytes, bytes]:
-    """Read one frame whose magic is in ``magics``; returns (magic, body). Closes any fds."""
-    reader = _Reader(loop, sock, _deadline(timeout))
+def read_frame(sock: socket.socket, max_body: int, magics: set[bytes],
+               timeout: float | None = None) -> tuple[bytes, bytes]:
+    """Read one frame whose magic is in ``magics`` from a blocking socket; (magic, body). Closes any fds."""
+    reader = _Reader(sock, _deadline(timeout))
     try:
-        magic, length = _header(await reader.exact(8), magics, max_body)
-        return magic, await reader.exact(length)
+        magic, length = _header(reader.exact(8), magics, max_body)
+        return magic, reader.exact(length)
     finally:
         reader.close_fds()
 
 
-async def read_any(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, max_body: int, timeout: float | None = None
-) -> Request | AdminRequest:
-    """Read a CNI1 or ADM1 frame from a non-blocking socket.
+def read_any(sock: socket.socket, max_body: int, timeout: float | None = None) -> Request | AdminRequest:
+    """Read a CNI1 or ADM1 frame from a blocking socket (its timeout is used for the deadline).
 
     ``too_large`` is raised right after the header (the body is left unread) so the
     agent can still answer. Descriptors other than the request's netns fd are closed.
     """
-    reader = _Reader(loop, sock, _deadline(timeout))
+    reader = _Reader(sock, _deadline(timeout))
     netns_fd: int | None = None
     try:
-        magic, length = _header(await reader.exact(8), {MAGIC_REQUEST, MAGIC_ADMIN}, max_body)
-        body = await reader.exact(length)
+        magic, length = _header(reader.exact(8), {MAGIC_REQUEST, MAGIC_ADMIN}, max_body)
+        body = reader.exact(length)
         if magic == MAGIC_ADMIN:
             return AdminRequest(decode_admin(body))
         netns_fd = reader.fds[0] if reader.fds else None
@@ -333,11 +314,9 @@ async def read_any(
         reader.close_fds(keep=netns_fd)
 
 
-async def read_request(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, max_body: int, timeout: float | None = None
-) -> Request:
+def read_request(sock: socket.socket, max_body: int, timeout: float | None = None) -> Request:
     """Read a CNI1 request (an admin frame here is ``bad_magic``)."""
-    frame = await read_any(loop, sock, max_body, timeout)
+    frame = read_any(sock, max_body, timeout)
     if isinstance(frame, AdminRequest):
         raise WireError("bad_magic", "expected a CNI1 request, got an ADM1 admin frame")
     return frame
