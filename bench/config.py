@@ -26,7 +26,7 @@ class Sizes:
         return self.scale_levels[-1]
 
 
-FULL = Sizes(name="full", samples=100, warmup=5, parallel_pods=100, parallel_width=10, parallel_rounds=3,
+FULL = Sizes(name="full", samples=100, warmup=5, parallel_pods=100, parallel_width=10, parallel_rounds=9,
              scale_levels=(10, 1000), scale_probes=30, rss_at=(500, 1000), iperf_seconds=3, iperf_rounds=3,
              floor_pods=100, neutron_samples=30)
 QUICK = Sizes(name="quick", samples=10, warmup=2, parallel_pods=20, parallel_width=10, parallel_rounds=1,

@@ -101,27 +101,29 @@ def spans(log_path: Path, since: float) -> dict[str, Any]:
 
 
 IDLE_LEAVES = ("EpollSelector.select (selectors.py)", "NetnsSafeExecutor._work (cloudnic/dataplane/executor.py)",
-               "BaseEventLoop._run_once (asyncio/base_events.py)")
+               "BaseEventLoop._run_once (asyncio/base_events.py)", "Condition.wait (threading.py)")
+IDLE_CALLS = ("socket.accept (socket.py)",)     # a request thread waiting for the next caller
 KEEP = ("cloudnic/", "pyroute2/", "sqlite", "json/", "socket", "asyncio/", "concurrent/", "logging/")
 RATE_HZ = 500
 
 
 def fold(raw: str, cycles: int, top: int = 30) -> dict[str, list[tuple[str, float, float]]]:
-    """Per thread kind (event loop, workers): (function, share of busy samples, ms per cycle).
+    """Per thread kind (event loop; threads: request threads and workers): (function, share of
+    busy samples, ms per cycle).
 
     From py-spy's raw (collapsed) stacks, idle ones dropped (the loop in epoll, a worker
-    waiting for a task). Inclusive: a function counts for every sample it is on the stack.
+    waiting for a task, a request thread in accept()). Inclusive: a function counts for every sample it is on the stack.
     """
-    incl: dict[str, Counter[str]] = {"loop": Counter(), "workers": Counter()}
+    incl: dict[str, Counter[str]] = {"loop": Counter(), "threads": Counter()}
     busy: Counter[str] = Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        if frames[-1] in IDLE_LEAVES:
+        if frames[-1] in IDLE_LEAVES or any(f.startswith(IDLE_CALLS) for f in frames[-2:]):
             continue
-        kind = "workers" if frames[0].startswith("Thread._bootstrap") else "loop"
+        kind = "threads" if frames[0].startswith("Thread._bootstrap") else "loop"
         n = int(count)
         busy[kind] += n
         for f in set(frames):
