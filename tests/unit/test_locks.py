@@ -130,3 +130,29 @@ def test_gate_shared_from_many_threads_then_exclusive_at_once() -> None:
             pass
 
     asyncio.run(asyncio.wait_for(exclusive(), 1))
+
+
+def test_try_hold_takes_a_free_key_and_never_waits_for_a_busy_one() -> None:
+    locks = KeyedLocks()
+    with locks.try_hold("k") as held:
+        assert held and locks.busy("k")
+        blocked: list[bool] = []
+
+        def other() -> None:                    # another thread: busy, answered at once
+            t0 = time.monotonic()
+            with locks.try_hold("k") as h:
+                blocked.append(h)
+            blocked.append(time.monotonic() - t0 < 0.5)
+
+        (t,) = _threads(other)
+        t.join(2)
+        assert blocked == [False, True]
+        assert locks.busy("k")                  # the refusal took nothing away
+    assert not locks.busy("k") and len(locks) == 0
+    with locks.hold("k"):                       # and the key is free for a normal holder
+        pass
+    with pytest.raises(RuntimeError):
+        with locks.try_hold("k") as held:
+            assert held
+            raise RuntimeError("boom")
+    assert not locks.busy("k")

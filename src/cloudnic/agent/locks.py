@@ -44,6 +44,29 @@ class KeyedLocks:
                 if entry.users == 0:
                     del self._locks[key]
 
+    @contextlib.contextmanager
+    def try_hold(self, key: str) -> Iterator[bool]:
+        """Hold ``key`` only if nobody holds or waits for it: yields True (held) or False (busy;
+        nothing taken). Never waits, so a thread holding another key may use it."""
+        with self._guard:
+            if key in self._locks:
+                entry = None
+            else:
+                entry = self._locks[key] = _Entry()
+                entry.users = 1
+                entry.lock.acquire()
+        if entry is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            entry.lock.release()
+            with self._guard:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[key]
+
     def busy(self, key: str) -> bool:
         """True while an operation on ``key`` holds or waits for its lock."""
         with self._guard:

@@ -214,11 +214,19 @@ class Service:
         rec = rt.store.get_attachment(row.attachment_key) if row.attachment_key else None
         if rec is None or rec.state != "assigned" or rec.container_id == call.env.container_id:
             return False
-        if not rec.netns or os.path.exists(rec.netns) or self.locks.busy(rec.key):
-            return False                        # a live sandbox (or one being worked on) keeps its port
-        log.warning("releasing the attachment of a sandbox that is gone to reuse its address",
-                    extra={"stale": rec.key, "netns": rec.netns, "port": holder})
-        self._release_sync(rec, None)
+        if not rec.netns or os.path.exists(rec.netns):
+            return False                        # a live sandbox keeps its port
+        with self.locks.try_hold(rec.key) as held:
+            if not held:
+                return False                    # being worked on (its DEL, say): not ours to touch
+            current = self.rt.store.get_attachment(rec.key)
+            if current is None:
+                return True                     # released meanwhile: the address is free
+            if current.state != "assigned" or current.port_id != holder:
+                return False
+            log.warning("releasing the attachment of a sandbox that is gone to reuse its address",
+                        extra={"stale": rec.key, "netns": rec.netns, "port": holder})
+            self._release_sync(current, None)
         return True
 
     def _give_back(self, port: Port, pool_key: PoolKey | None) -> None:
