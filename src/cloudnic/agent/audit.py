@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cloudnic.agent.recover import recheck_done
 from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
 from cloudnic.errors import CNIError, TryAgainLater
@@ -168,4 +169,5 @@ async def recheck(svc: Service) -> None:
             continue
         log.info("post-recovery recheck done", extra={"findings": report["findings"]})
         break
+    await svc.run(recheck_done, svc.rt.store)     # after 5 failures the periodic reconcile takes over
     svc.recheck_at = 0.0

@@ -13,7 +13,7 @@ from cloudnic.agent.service import Service, open_netns
 from cloudnic.dataplane.base import Attachment
 from cloudnic.errors import CNIError, TryAgainLater
 from cloudnic.pool.records import REFILL_OP
-from cloudnic.store import JournalEntry
+from cloudnic.store import JournalEntry, Store
 
 log = logging.getLogger("cloudnic.recover")
 
@@ -101,17 +101,39 @@ def recover(svc: Service) -> dict[str, float]:
     (rebuilt from the store and the provider), then the provider's leaked ports."""
     # links a crashed agent had buried but not yet deleted (deferred delete) go first
     report: dict[str, float] = {"graveyards_reaped": sum(dp.reap_now() for dp in svc.rt.dataplanes().values())}
-    recheck_at = in_flight_until(svc)
+    in_flight = in_flight_until(svc)
     report.update(recover_journal(svc))
     pools = svc.rt.start_pools()
     report["pool_keys"] = int(pools.get("keys", 0))
     report["leaked_ports_deleted"] = reconcile_ports(svc)
-    if recheck_at > time.time():
+    recheck_at = plan_recheck(svc.rt.store, in_flight, time.time())
+    if recheck_at:
         report["recheck_at"] = recheck_at
     return report
 
 
 RECHECK_MARGIN_S = 2.0
+RECHECK_META = "recheck_at"      # store meta: the post-recovery recheck still owed (wall time; 0 none)
+
+
+def plan_recheck(store: Store, in_flight: float, now: float) -> float:
+    """The post-recovery recheck this start owes, persisted until it has run; 0 for none.
+
+    Owed: one for the creates in flight at this kill (``in_flight``), and one an earlier start
+    scheduled but never ran (killed again before it). One whose time has passed is settled by
+    the reconcile this start has just done, so only a future one is kept."""
+    stored = float(store.get_meta(RECHECK_META) or 0.0)
+    due = max(in_flight, stored)
+    if due <= now:
+        if stored:
+            store.set_meta(RECHECK_META, "0")
+        return 0.0
+    store.set_meta(RECHECK_META, repr(due))
+    return due
+
+
+def recheck_done(store: Store) -> None:
+    store.set_meta(RECHECK_META, "0")
 
 
 def in_flight_until(svc: Service) -> float:
