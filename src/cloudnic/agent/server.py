@@ -56,6 +56,7 @@ from cloudnic.errors import (
 log = logging.getLogger("cloudnic.agent")
 ACCEPT_PAUSE_S = 0.1     # a request thread waits this long after accept() failed (EMFILE, ENOMEM)
 READ_TIMEOUT_S = 30.0    # a caller must send its whole frame within this
+CLOSE_JOIN_S = 2.0       # close() waits this long in all for the request threads to end
 MAX_REQUEST_THREADS = 256  # request threads at most (each stalled caller holds one until READ_TIMEOUT_S)
 SEND_TIMEOUT_S = 30.0    # and take the reply within this
 _ucred = struct.Struct("3i")
@@ -173,8 +174,9 @@ class Server:
         self._stop_accepting()
         with self._lock:
             workers = list(self._workers)
-        for t in workers:
-            t.join(timeout=1.0)
+        deadline = time.monotonic() + CLOSE_JOIN_S      # idle ones return at once; a request still
+        for t in workers:                               # running past drain() is not waited for
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.sock is not None:
             self.sock.close()
             with contextlib.suppress(FileNotFoundError):
