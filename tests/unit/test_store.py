@@ -6,6 +6,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,24 @@ def att(key: str = "pods/c1/eth0", network: str = "pods", state: str = "assigned
                 result={"cniVersion": "1.1.0", "ips": [{"address": "10.22.0.2/24"}]}, cni_version="1.1.0")
     base.update(kw)
     return AttachmentRecord(**base)
+
+
+def errors_of_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """Run ``work(n)`` on ``count`` threads at once; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:     # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def port(port_id: str = "p1", state: str = "pooled", **kw) -> PortRecord:
@@ -223,26 +242,16 @@ def test_journal_update_is_a_shallow_merge_of_any_json_value(store: Store) -> No
 def test_writes_with_returning_race_no_commit_of_another_thread(store: Store) -> None:
     """An upsert or journal update with RETURNING is unfinished until its row is read; read
     outside the lock, another thread's COMMIT failed ("SQL statements in progress")."""
-    errors: list[BaseException] = []
-
     def writer(n: int) -> None:
-        try:
-            for i in range(150):
-                jid = store.journal_begin("ADD", f"k{n}-{i}", {})
-                store.journal_update(jid, {"port_id": f"p{n}-{i}"})
-                store.put_port(port(f"p{n}-{i}"))
-                with store.transaction():
-                    store.put_attachment(att(f"pods/c{n}-{i}/eth0"))
-                    store.journal_end(jid)
-        except BaseException as e:      # reported below
-            errors.append(e)
+        for i in range(150):
+            jid = store.journal_begin("ADD", f"k{n}-{i}", {})
+            store.journal_update(jid, {"port_id": f"p{n}-{i}"})
+            store.put_port(port(f"p{n}-{i}"))
+            with store.transaction():
+                store.put_attachment(att(f"pods/c{n}-{i}/eth0"))
+                store.journal_end(jid)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert errors_of_threads(writer, 4) == []
     assert store.count_attachments() == 600 and store.journal_pending() == []
 
 
@@ -332,24 +341,14 @@ def test_commit_and_rollback_hooks(store: Store) -> None:
 
 
 def test_threads_share_one_store(store: Store) -> None:
-    errors: list[BaseException] = []
-
     def work(n: int) -> None:
-        try:
-            for i in range(25):
-                with store.transaction():
-                    jid = store.journal_begin("add", f"t{n}/{i}", {})
-                    store.put_port(port(f"t{n}-{i}"))
-                    store.journal_end(jid)
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(25):
+            with store.transaction():
+                jid = store.journal_begin("add", f"t{n}/{i}", {})
+                store.put_port(port(f"t{n}-{i}"))
+                store.journal_end(jid)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert errors_of_threads(work, 8) == []
     assert len(store.list_ports()) == 200 and store.journal_pending() == []
     assert store.integrity_check() == "ok"
 

@@ -39,10 +39,7 @@ class KeyedLocks:
             with entry.lock:
                 yield
         finally:
-            with self._guard:
-                entry.users -= 1
-                if entry.users == 0:
-                    del self._locks[key]
+            self._leave(key, entry)
 
     @contextlib.contextmanager
     def try_hold(self, key: str) -> Iterator[bool]:
@@ -62,10 +59,14 @@ class KeyedLocks:
             yield True
         finally:
             entry.lock.release()
-            with self._guard:
-                entry.users -= 1
-                if entry.users == 0:
-                    del self._locks[key]
+            self._leave(key, entry)
+
+    def _leave(self, key: str, entry: _Entry) -> None:
+        """One user fewer; the last one takes the key's entry away."""
+        with self._guard:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[key]
 
     def busy(self, key: str) -> bool:
         """True while an operation on ``key`` holds or waits for its lock."""
