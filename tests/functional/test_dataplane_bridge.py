@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloudnic.dataplane import BridgeDataplane, NetnsSafeExecutor
+from cloudnic.dataplane import bridge as bridge_module
 from cloudnic.dataplane.base import Plugged
 from cloudnic.dataplane.names import derived_mac
 from cloudnic.errors import DataplaneError, InvalidConfig
@@ -24,6 +25,7 @@ from tests.functional.netns_util import (
     unique,
 )
 from tests.functional.test_dataplane_modes import BRIDGE, MTU, attachment
+from tests.functional.veth_gate import veth_gate
 
 pytestmark = pytest.mark.functional
 
@@ -96,6 +98,45 @@ def test_remove_bridge_if_empty(node: Netns, sandboxes: list[Netns], dp: BridgeD
     assert dp.remove_bridge_if_empty() is True
     assert link(node, BRIDGE) is None
     assert dp.remove_bridge_if_empty() is False
+
+
+def test_plugs_make_their_veths_side_by_side(node: Netns, sandboxes: list[Netns], dp: BridgeDataplane,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge lock covers the bridge's lookup, not the veth's creation: two plugs are in
+    create_veth at once (the kernel orders them), so one slow veth does not stall every ADD."""
+    atts = [attachment("bridge", i) for i in range(2)]
+    ex = NetnsSafeExecutor(max_workers=2)
+    try:
+        with veth_gate(monkeypatch, bridge_module) as gate:
+            futs = [ex.submit(dp.plug, sb.fd, att) for sb, att in zip(sandboxes, atts, strict=False)]
+            both = gate.arrived(2)
+            gate.open()
+            for f in futs:
+                f.result(30)
+    finally:
+        ex.shutdown()
+    assert both, "the second plug waited for the first one's veth"
+    assert ports(node) == {att.host_ifname for att in atts}
+
+
+def test_an_empty_bridge_with_a_plug_in_flight_is_not_removed(node: Netns, sandboxes: list[Netns],
+                                                              dp: BridgeDataplane,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = attachment("bridge", 0), attachment("bridge", 1)
+    dp.unplug(sandboxes[0].fd, first, dp.plug(sandboxes[0].fd, first))     # the bridge exists, empty
+    ex = NetnsSafeExecutor(max_workers=1)
+    try:
+        with veth_gate(monkeypatch, bridge_module) as gate:
+            fut = ex.submit(dp.plug, sandboxes[1].fd, second)
+            assert gate.arrived(1)
+            removed = dp.remove_bridge_if_empty()
+            gate.open()
+            fut.result(30)
+    finally:
+        ex.shutdown()
+    assert removed is False, "the bridge was removed under a plug that had just found it"
+    assert ports(node) == {second.host_ifname}
+    assert ping(sandboxes[1], "10.77.0.1")
 
 
 def test_without_gateway_on_bridge_the_bridge_has_no_address(node: Netns, sandboxes: list[Netns]) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from cloudnic.dataplane import LinuxBridgeDataplane, bridge_name, make_dataplane, tap_name
+from cloudnic.dataplane import LinuxBridgeDataplane, NetnsSafeExecutor, bridge_name, make_dataplane, tap_name
+from cloudnic.dataplane import linuxbridge as linuxbridge_module
 from cloudnic.dataplane.base import Attachment, IPInterface, RouteSpec
 from cloudnic.dataplane.names import derived_mac
 from cloudnic.errors import CheckFailed, DataplaneError, InvalidConfig
@@ -32,6 +33,7 @@ from tests.functional.netns_util import (
     sh,
     unique,
 )
+from tests.functional.veth_gate import veth_gate
 
 pytestmark = pytest.mark.functional
 
@@ -226,3 +228,24 @@ def test_networks_get_their_own_bridges_and_remove_bridge_if_empty(node: Netns, 
     dp.unplug(sandboxes[0].fd, a, pa)
     assert dp.remove_bridge_if_empty(NET) is True
     assert link(node, BRQ) is None and link(node, bridge_name(NET2)) is not None
+
+
+def test_an_empty_brq_with_a_plug_in_flight_is_not_removed(node: Netns, sandboxes: list[Netns],
+                                                           dp: LinuxBridgeDataplane,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock is not held across the tap's creation; the plug counts as in flight instead."""
+    first, second = attachment(1), attachment(2)
+    dp.unplug(sandboxes[0].fd, first, dp.plug(sandboxes[0].fd, first))     # brq… exists, empty
+    ex = NetnsSafeExecutor(max_workers=1)
+    try:
+        with veth_gate(monkeypatch, linuxbridge_module) as gate:
+            fut = ex.submit(dp.plug, sandboxes[1].fd, second)
+            assert gate.arrived(1)
+            removed = dp.remove_bridge_if_empty(NET)
+            gate.open()
+            plugged = fut.result(30)
+    finally:
+        ex.shutdown()
+    assert removed is False, "brq… was removed under a plug that had just found it"
+    assert bridge_ports(node, BRQ) == {plugged.host_ifname}
+    assert dp.remove_bridge_if_empty(NET) is False

@@ -12,8 +12,12 @@ prefix, so the node is the pods' router.
 The bridge and its gateway addresses are shared by all attachments: unplug never
 removes them (a bridge left empty is harmless and saves the next plug a request).
 ``remove_bridge_if_empty()`` is for teardown and demos. A failed plug removes the
-bridge only when it created it and no port is left, under a lock shared with the
-creation path, so a concurrent plug never loses the bridge it just found.
+bridge only when it created it and no port is left. The lock guards the bridge's
+lookup/creation and removal, never the per-port netlink calls (concurrent plugs create
+their veths in parallel; the kernel orders them): a plug counts itself in flight under
+the lock from the moment it has the bridge's ifindex until its veth is in the bridge,
+and removal leaves a bridge alone while any plug is in flight, so a concurrent plug
+never loses the bridge it just found.
 
 Per ADD the bridge costs nothing: its ifindex is cached after the first plug (and looked
 up again when the kernel refuses it as master: the bridge was deleted behind our back),
@@ -66,6 +70,7 @@ class BridgeDataplane(VethDataplane):
         self._lock = threading.Lock()
         self._index = 0                                   # cached ifindex of the bridge, 0 = unknown
         self._gateways: set[IPInterface] = set()          # gateway addresses known to be on it
+        self._in_flight = 0                               # plugs between bridge lookup and veth in it
         super().__init__(mtu, host_netns_fd, deferred_delete)
 
     # ---- the bridge -------------------------------------------------------------------
@@ -114,6 +119,8 @@ class BridgeDataplane(VethDataplane):
         """Delete the bridge when no port is left; True when it was deleted."""
         host = self.host_kernel()
         with self._lock:
+            if self._in_flight:
+                return False
             link = host.link(self.bridge)
             if link is None or link.kind != "bridge" or self._ports(host, link.index):
                 return False
@@ -132,24 +139,34 @@ class BridgeDataplane(VethDataplane):
     def _create_port(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, host_mac: str,
                      undo: Undo) -> tuple[int, int]:
         """The veth, its host end created in the bridge: (the bridge's ifindex, the peer's as echoed
-        or 0). Call under the lock."""
-        cached = bool(self._index)
-        index = self._bridge_index(host, undo)
-        try:
-            peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
-        except DataplaneError as e:
-            if not cached or cause_errno(e) not in STALE_MASTER:
-                raise
-            # the cached bridge is gone (deleted behind our back): look it up again, once
-            self._forget_bridge()
+        or 0). The lock is held for the bridge's lookup only; the plug counts as in flight until
+        its veth is in the bridge."""
+        with self._lock:
+            cached = bool(self._index)
             index = self._bridge_index(host, undo)
-            peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index, reap=self._reap_peer)
+            self._in_flight += 1
+        try:
+            try:
+                peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index,
+                                   reap=self._reap_peer)
+            except DataplaneError as e:
+                if not cached or cause_errno(e) not in STALE_MASTER:
+                    raise
+                # the cached bridge is gone (deleted behind our back): look it up again, once
+                with self._lock:
+                    if self._index == index:
+                        self._forget_bridge()
+                    index = self._bridge_index(host, undo)
+                peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index,
+                                   reap=self._reap_peer)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         return index, peer
 
     def _plug(self, host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, undo: Undo) -> Plugged:
         host_mac = self.host_mac_for(spec.host_ifname)
-        with self._lock:
-            bridge_index, peer_index = self._create_port(host, sb, sandbox_fd, spec, host_mac, undo)
+        bridge_index, peer_index = self._create_port(host, sb, sandbox_fd, spec, host_mac, undo)
         undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
         crash.point("plug:veth-created")
         routes = subnet_routes(spec)

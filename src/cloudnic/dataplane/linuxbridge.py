@@ -34,7 +34,8 @@ import ipaddress
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from cloudnic import crash
@@ -109,7 +110,8 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
                  parking_netns: str = parking.DEFAULT_PARKING, deferred_delete: bool = False) -> None:
         self.enslave = enslave
         self._lot = ParkingLot(parking_netns)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()                     # bridge lookup/creation and removal
+        self._in_flight: Counter[int] = Counter()         # bridge ifindex -> ports being made in it
         super().__init__(mtu, host_netns_fd, deferred_delete)
 
     # ---- names and validation ---------------------------------------------------------
@@ -168,7 +170,8 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
     def _remove_bridge_if_empty(self, host: Kernel, name: str) -> bool:
         with self._lock:
             link = host.link(name)
-            if link is None or link.kind != "bridge" or host.links(master=link.index):
+            if (link is None or link.kind != "bridge" or self._in_flight[link.index]
+                    or host.links(master=link.index)):
                 return False
             return host.delete_link(link.index, name)
 
@@ -176,8 +179,24 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
         """Delete ``brq<network_id[:11]>`` when no port is left (teardown without a Neutron agent)."""
         return self._remove_bridge_if_empty(self.host_kernel(), bridge_name(network_id))
 
-    def _master(self, host: Kernel, att: Attachment, mtu: int, undo: Undo) -> int:
-        return self._ensure_bridge(host, bridge_name(att.network_id), mtu, undo).index if self.enslave else 0
+    @contextlib.contextmanager
+    def _master(self, host: Kernel, att: Attachment, mtu: int, undo: Undo) -> Iterator[int]:
+        """The ifindex of the port's bridge (0 without ``enslave``), counted in flight until the block
+        (which makes the port in it) is over: the lock is not held across the port's netlink calls,
+        and an empty bridge is not removed while a port is being made in it."""
+        if not self.enslave:
+            yield 0
+            return
+        with self._lock:
+            master = self._ensure_bridge(host, bridge_name(att.network_id), mtu, undo).index
+            self._in_flight[master] += 1
+        try:
+            yield master
+        finally:
+            with self._lock:
+                self._in_flight[master] -= 1
+                if not self._in_flight[master]:
+                    del self._in_flight[master]
 
     def _repair_tap(self, host: Kernel, tap: LinkInfo, att: Attachment, mtu: int) -> None:
         """A parked port's tap: up and, with ``enslave``, in its bridge."""
@@ -200,8 +219,7 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
             undo = Undo()
 
             def run() -> Plugged:
-                with self._lock:
-                    master = self._master(host, att, spec.mtu, undo)
+                with self._master(host, att, spec.mtu, undo) as master:
                     peer_index = create_veth(host, sb, sandbox_fd, spec, master=master, reap=self._reap_peer,
                                              host_mac=self.host_mac_for(spec.host_ifname))
                 undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
@@ -258,8 +276,7 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
                                  "is in a sandbox; DEL that attachment (or return it to the pool) first")
         undo = Undo()
         try:
-            with self._lock:
-                master = self._master(host, att, spec.mtu, undo)
+            with self._master(host, att, spec.mtu, undo) as master:
                 parking.create_parked(host, self._lot, tap=tap, port_id=att.port_id, mac=spec.mac,
                                       host_mac=self.host_mac_for(tap), mtu=spec.mtu, master=master)
         except BaseException:
