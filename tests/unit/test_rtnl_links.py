@@ -8,6 +8,7 @@ Expected bytes are built here independently with ``struct``; nested attributes c
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,14 @@ def test_veth_with_its_peer_straight_into_a_netns() -> None:
     req = links.newlink(spec)
     assert (req.type, req.flags) == (a.RTM_NEWLINK, a.NLM_F_CREATE | a.NLM_F_EXCL)
     assert req.body == expected
+
+
+def test_queues_are_asked_for_both_ends_of_a_veth() -> None:
+    spec = LinkSpec(ifname="cn0", kind=Veth(VethPeer("eth0", queues=1)), queues=1)
+    peer = ifi() + name("eth0") + u32(31, 1) + u32(32, 1)
+    assert links.newlink(spec).body == ifi() + name("cn0") + u32(31, 1) + u32(32, 1) + linkinfo("veth", nla(1, peer))
+    assert links.newlink(LinkSpec(ifname="cn0", kind=Veth(VethPeer("eth0")))).body == \
+        ifi() + name("cn0") + linkinfo("veth", nla(1, ifi() + name("eth0"))), "0: the kernel's default, unasked"
 
 
 @pytest.mark.parametrize(("kind", "data"), [
@@ -98,6 +107,14 @@ def test_burial_is_down_and_nomaster_then_a_rename_into_the_group() -> None:
     assert "cn0123456789a" in first.what and "cnx00112233aabb" in second.what
 
 
+def possible_cpus() -> int:
+    n = 0
+    for part in Path("/sys/devices/system/cpu/possible").read_text().strip().split(","):
+        first, _, last = part.partition("-")
+        n += int(last or first) - int(first) + 1
+    return n
+
+
 @pytest.mark.functional
 def test_the_kernel_creates_what_we_pack_and_we_read_it_back() -> None:
     from cloudnic.dataplane.kernel import Kernel
@@ -111,9 +128,12 @@ def test_the_kernel_creates_what_we_pack_and_we_read_it_back() -> None:
             k.add_link(LinkSpec(ifname="rk-br", kind=Bridge(forward_delay=0, stp=False), up=True), "bridge")
             br = k.link("rk-br")
             assert br is not None and br.kind == "bridge" and br.up
-            peer = VethPeer("eth7", netns_fd=sb.fd, mac="fa:16:3e:00:00:07", mtu=1400)
+            peer = VethPeer("eth7", netns_fd=sb.fd, mac="fa:16:3e:00:00:07", mtu=1400, queues=1)
             k.add_link(LinkSpec(ifname="rk-v0", kind=Veth(peer), mac="ee:00:00:00:00:07", mtu=1400, up=True,
-                                master=br.index), "veth")
+                                master=br.index, queues=1), "veth")
+            for ns, ifname in ((node, "rk-v0"), (sb, "eth7")):
+                (d,) = ns.ip("-d", "link", "show", ifname)
+                assert (d["num_tx_queues"], d["num_rx_queues"]) == (1, 1), ifname
             host = k.link("rk-v0")
             assert host is not None and (host.kind, host.master, host.mtu, host.up) == ("veth", br.index, 1400, True)
             inside = s.link("eth7")
@@ -122,6 +142,8 @@ def test_the_kernel_creates_what_we_pack_and_we_read_it_back() -> None:
             k.add_link(LinkSpec(ifname="rk-p0", kind=Veth(VethPeer("rk-p1"))), "veth in the same netns")
             lower = k.link("rk-p0")
             assert lower is not None and k.link("rk-p1") is not None
+            (d,) = node.ip("-d", "link", "show", "rk-p0")
+            assert d["num_tx_queues"] == possible_cpus(), "unasked, a veth gets one queue per possible CPU"
             k.add_link(LinkSpec(ifname="rk-mv", kind=Macvlan("bridge"), parent=lower.index), "macvlan")
             mv = k.link("rk-mv")
             assert mv is not None and (mv.kind, mv.link) == ("macvlan", lower.index)

@@ -44,6 +44,7 @@ class VethPeer:
     netns_fd: int | None = None        # None: the peer stays in the netns of the request
     mac: str = ""
     mtu: int = 0
+    queues: int = 0                    # see LinkSpec.queues
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class LinkSpec:
     parent: int = 0                    # IFLA_LINK: macvlan/vlan/ipvlan parent
     netns_fd: int | None = None        # create it in another netns (the request's ifindexes stay ours)
     group: int = 0
+    # tx and rx queues (0: the kind's default). A veth given none allocates one per possible
+    # CPU and then sets the real number to 1 once registered, which waits for an expedited
+    # RCU grace period with the rtnl lock held: every other link change on the node waits too
+    queues: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,10 @@ def _ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     return IFINFO.pack(0, 0, index, flags, a.IFF_UP if up is not None else 0)
 
 
+def _queues(n: int) -> bytes:
+    return a.u32(a.IFLA_NUM_TX_QUEUES, n) + a.u32(a.IFLA_NUM_RX_QUEUES, n) if n else b""
+
+
 def _info_data(kind: LinkKind) -> bytes:
     if isinstance(kind, Veth):
         p = kind.peer
@@ -121,6 +130,7 @@ def _info_data(kind: LinkKind) -> bytes:
         peer += a.mac(a.IFLA_ADDRESS, p.mac) if p.mac else b""
         peer += a.u32(a.IFLA_MTU, p.mtu) if p.mtu else b""
         peer += a.u32(a.IFLA_NET_NS_FD, p.netns_fd) if p.netns_fd is not None else b""
+        peer += _queues(p.queues)
         return a.attr(a.VETH_INFO_PEER, peer)
     if isinstance(kind, Bridge):
         out = a.u32(a.IFLA_BR_FORWARD_DELAY, kind.forward_delay) if kind.forward_delay is not None else b""
@@ -140,6 +150,7 @@ def newlink(spec: LinkSpec, what: str = "") -> Request:
     body += a.u32(a.IFLA_MASTER, spec.master) if spec.master else b""
     body += a.u32(a.IFLA_GROUP, spec.group) if spec.group else b""
     body += a.u32(a.IFLA_NET_NS_FD, spec.netns_fd) if spec.netns_fd is not None else b""
+    body += _queues(spec.queues)
     data = _info_data(spec.kind)
     info = a.string(a.IFLA_INFO_KIND, kind_name(spec.kind)) + (a.nested(a.IFLA_INFO_DATA, data) if data else b"")
     body += a.nested(a.IFLA_LINKINFO, info)

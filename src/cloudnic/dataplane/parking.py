@@ -238,8 +238,8 @@ def create_parked(host: Kernel, lot: ParkingLot, *, tap: str, port_id: str, mac:
                   mtu: int, master: int) -> None:
     """The veth pair of a parked port: ``tap`` up in the host (in ``master``), its peer parked, down."""
     parked = parked_name(port_id)
-    peer = VethPeer(ifname=parked, netns_fd=lot.fd, mac=mac, mtu=mtu)
-    host.add_link(LinkSpec(ifname=tap, kind=Veth(peer), mac=host_mac, mtu=mtu, up=True, master=master),
+    peer = VethPeer(ifname=parked, netns_fd=lot.fd, mac=mac, mtu=mtu, queues=1)
+    host.add_link(LinkSpec(ifname=tap, kind=Veth(peer), mac=host_mac, mtu=mtu, up=True, master=master, queues=1),
                   f"veth {tap} (host) <-> {parked} (parked)")
     try:
         lk = lot.kernel()

@@ -52,9 +52,12 @@ def require_free_ifname(sb: Kernel, ifname: str) -> None:
 
 
 def veth_spec(spec: PlugSpec, sandbox_fd: int, *, host_mac: str, master: int = 0) -> LinkSpec:
-    """The pair: host end up (MAC, MTU, master), the peer straight into the sandbox, down."""
-    peer = VethPeer(ifname=spec.ifname, netns_fd=sandbox_fd, mac=spec.mac, mtu=spec.mtu)
-    return LinkSpec(ifname=spec.host_ifname, kind=Veth(peer), mac=host_mac, mtu=spec.mtu, up=True, master=master)
+    """The pair: host end up (MAC, MTU, master), the peer straight into the sandbox, down; one
+    queue each way per end, as the kernel would settle on anyway, but without the RCU wait
+    under the rtnl lock that settling costs (``LinkSpec.queues``)."""
+    peer = VethPeer(ifname=spec.ifname, netns_fd=sandbox_fd, mac=spec.mac, mtu=spec.mtu, queues=1)
+    return LinkSpec(ifname=spec.host_ifname, kind=Veth(peer), mac=host_mac, mtu=spec.mtu, up=True, master=master,
+                    queues=1)
 
 
 def create_veth(host: Kernel, sb: Kernel, sandbox_fd: int, spec: PlugSpec, *, host_mac: str,
