@@ -72,7 +72,7 @@ class AgentConfig:
     max_request_bytes: int = 1 << 20
     request_timeout_s: float = 60.0
     host_netns: str = ""
-    workers: int = 8
+    workers: int = 16
     metrics_listen: str = ""          # "host:port" of the Prometheus endpoint; "" = off
     parking_netns: str = "cloudnic-parking"   # where pooled ports wait, pre-plugged (linuxbridge)
     reconcile_interval_s: float = 300.0       # periodic audit --fix; 0 = only at start
