@@ -297,6 +297,40 @@ def test_commit_attachment_and_end_journal_atomically(store: Store) -> None:
     assert store.get_attachment("pods/c1/eth0") is not None and store.journal_pending() == []
 
 
+def test_save_writes_port_attachment_and_journal_end_together(store: Store) -> None:
+    jid = store.journal_begin("add", "pods/c1/eth0", {})
+    first = store.put_port(port("p1", state="pooled", data={"pool": 1}))
+    store.save(port=port("p1", state="assigned", attachment_key="pods/c1/eth0"), attachment=att(port_id="p1"),
+               journal_end=jid)
+    row, rec = store.get_port("p1"), store.get_attachment("pods/c1/eth0")
+    assert row is not None and rec is not None
+    assert (row.state, row.attachment_key, row.created_at) == ("assigned", "pods/c1/eth0", first.created_at)
+    assert rec.port_id == "p1" and rec.created_at > 0 and store.journal_pending() == []
+
+
+def test_save_is_all_or_nothing_and_serialises_before_writing(store: Store) -> None:
+    jid = store.journal_begin("add", "pods/c1/eth0", {})
+    with pytest.raises(InternalError, match="result"):
+        store.save(port=port("p1"), attachment=att(result={"x": object()}), journal_end=jid)
+    assert store.get_port("p1") is None and [e.id for e in store.journal_pending()] == [jid]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save(port=port("p2"), attachment=att(port_id="p2"))
+        raise RuntimeError("after the save, in the same transaction")
+    assert store.get_port("p2") is None and store.get_attachment("pods/c1/eth0") is None, \
+        "inside a transaction, save is that transaction"
+
+
+def test_set_attachment_state_changes_the_state_alone(store: Store) -> None:
+    before = store.put_attachment(att(plugged={"host": "tap1"}))
+    assert store.set_attachment_state("pods/c1/eth0", "releasing") is True
+    after = store.get_attachment("pods/c1/eth0")
+    assert after is not None and after.state == "releasing" and after.updated_at >= before.updated_at
+    assert (after.result, after.plugged, after.created_at) == (before.result, before.plugged, before.created_at)
+    assert store.set_attachment_state("pods/none/eth0", "releasing") is False
+    with pytest.raises(InternalError, match="constraint"):
+        store.set_attachment_state("pods/c1/eth0", "nonsense")
+
+
 def test_nested_transaction_rollback(store: Store) -> None:
     with store.transaction():
         store.put_port(port("outer"))

@@ -185,17 +185,20 @@ class Service:
 
     def _commit_add(self, rec: AttachmentRecord, port: Port, jid: int, pool_key: PoolKey | None) -> None:
         store = self.rt.store
-        now = time.time()
-        with store.transaction():
-            # a pool hit's row carries the pool's data: keep it (a fresh port has no row yet)
-            old = store.get_port(port.id) if pool_key is not None else None
-            store.put_port(PortRecord(
+
+        def row(old: PortRecord | None) -> PortRecord:
+            now = time.time()
+            return PortRecord(
                 port_id=port.id, provider=self.cfg.provider, network_id=port.network_id, state="assigned",
                 mac=port.mac, fixed_ips=tuple((f.subnet_id, str(f.address)) for f in port.fixed_ips),
                 pool_key=pool_key.encode() if pool_key else "", attachment_key=rec.key,
-                data={**(old.data if old else {}), **port_data(port)}, created_at=now, updated_at=now))
-            store.put_attachment(rec)
-            store.journal_end(jid)
+                data={**(old.data if old else {}), **port_data(port)}, created_at=now, updated_at=now)
+
+        if pool_key is None:            # a fresh port has no row yet: built before the lock is taken
+            store.save(port=row(None), attachment=rec, journal_end=jid)
+            return
+        with store.transaction():       # a pool hit's row carries the pool's data: keep it
+            store.save(port=row(store.get_port(port.id)), attachment=rec, journal_end=jid)
 
     def _reclaim(self, holder: str, call: Call) -> bool:
         """A requested address is held by port ``holder``: free it when the port is a stale
@@ -303,7 +306,7 @@ class Service:
         store = self.rt.store
         with store.transaction():       # the intent and the state change land together
             jid = store.journal_begin("DEL", rec.key, {"port_id": rec.port_id})
-            store.put_attachment(replace(rec, state="releasing", updated_at=time.time()))
+            store.set_attachment_state(rec.key, "releasing")
         crash.point("del:releasing")
         self.release_sync(rec, fd, jid)
         log.info("DEL done", extra={"key": rec.key, "port": rec.port_id})

@@ -54,6 +54,7 @@ def _upsert_sql(table: str, cols: tuple[str, ...], key: str) -> str:
 
 _ATT_UPSERT = _upsert_sql("attachments", _ATT_COLS, "key")
 _PORT_UPSERT = _upsert_sql("ports", _PORT_COLS, "port_id")
+_JOURNAL_END = "DELETE FROM journal WHERE id = ?"
 
 
 class Store(Database):
@@ -65,13 +66,14 @@ class Store(Database):
         """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row.
         One statement: the upsert never rewrites ``created_at`` and returns the one kept."""
         now = time.time()
-        row = self.execute_one(_ATT_UPSERT + " RETURNING created_at", (
-            rec.key, rec.network, rec.container_id, rec.ifname, rec.netns, rec.state, rec.port_id,
-            rec.mode, rec.host_ifname, dump_json(rec.result, f"attachment {rec.key!r} result"),
-            rec.cni_version, rec.pod_namespace, rec.pod_name, rec.pod_uid,
-            dump_json(rec.plugged, f"attachment {rec.key!r} plugged"), rec.created_at or now, now,
-        ))
+        row = self.execute_one(_ATT_UPSERT + " RETURNING created_at", _attachment_params(rec, now))
         return replace(rec, created_at=float(row[0]), updated_at=now)
+
+    def set_attachment_state(self, key: str, state: str) -> bool:
+        """Change an attachment's state alone (its result and links are not rewritten); True when
+        the row exists."""
+        return self.execute("UPDATE attachments SET state = ?, updated_at = ? WHERE key = ?",
+                            (state, time.time(), key)).rowcount > 0
 
     def get_attachment(self, key: str) -> AttachmentRecord | None:
         row = self.execute(f"SELECT {', '.join(_ATT_COLS)} FROM attachments WHERE key = ?", (key,)).fetchone()
@@ -102,13 +104,26 @@ class Store(Database):
         """Insert or replace; keeps the first ``created_at``, stamps ``updated_at``. Returns the row.
         One statement: the upsert never rewrites ``created_at`` and returns the one kept."""
         now = time.time()
-        fixed = [[str(s), str(a)] for s, a in rec.fixed_ips]
-        row = self.execute_one(_PORT_UPSERT + " RETURNING created_at", (
-            rec.port_id, rec.provider, rec.network_id, rec.state, rec.mac,
-            dump_json(fixed, f"port {rec.port_id!r} fixed_ips"), rec.pool_key, rec.attachment_key,
-            dump_json(rec.data, f"port {rec.port_id!r} data"), rec.created_at or now, now,
-        ))
+        row = self.execute_one(_PORT_UPSERT + " RETURNING created_at", _port_params(rec, now))
         return replace(rec, created_at=float(row[0]), updated_at=now)
+
+    def save(self, *, port: PortRecord | None = None, attachment: AttachmentRecord | None = None,
+             journal_end: int | None = None) -> None:
+        """Upsert a port row and/or an attachment row (each keeps its first ``created_at``, like
+        ``put_*``) and end a journal entry, all or nothing. Everything is serialised before the
+        database lock is taken: the lock, which every other request waits for, is held for the
+        statements alone."""
+        now = time.time()
+        steps: list[tuple[str, tuple[Any, ...]]] = []
+        if port is not None:
+            steps.append((_PORT_UPSERT, _port_params(port, now)))
+        if attachment is not None:
+            steps.append((_ATT_UPSERT, _attachment_params(attachment, now)))
+        if journal_end is not None:
+            steps.append((_JOURNAL_END, (journal_end,)))
+        with self.atomic():
+            for sql, params in steps:
+                self.execute(sql, params)
 
     def get_port(self, port_id: str) -> PortRecord | None:
         sql = f"SELECT {', '.join(_PORT_COLS)} FROM ports WHERE port_id = ?"
@@ -174,7 +189,7 @@ class Store(Database):
 
     def journal_end(self, jid: int) -> None:
         """The operation is complete (done or undone): forget it. Ending twice is harmless."""
-        self.execute("DELETE FROM journal WHERE id = ?", (jid,))
+        self.execute(_JOURNAL_END, (jid,))
 
     def journal_get(self, jid: int) -> JournalEntry | None:
         row = self.execute(f"SELECT {', '.join(_JOURNAL_COLS)} FROM journal WHERE id = ?", (jid,)).fetchone()
@@ -184,6 +199,22 @@ class Store(Database):
         """Every intent not ended yet, oldest first (what a crash left half-done)."""
         rows = self.execute(f"SELECT {', '.join(_JOURNAL_COLS)} FROM journal ORDER BY id").fetchall()
         return [_journal(r) for r in rows]
+
+
+def _attachment_params(rec: AttachmentRecord, now: float) -> tuple[Any, ...]:
+    """The values of ``_ATT_UPSERT`` (``updated_at`` = now)."""
+    return (rec.key, rec.network, rec.container_id, rec.ifname, rec.netns, rec.state, rec.port_id,
+            rec.mode, rec.host_ifname, dump_json(rec.result, f"attachment {rec.key!r} result"),
+            rec.cni_version, rec.pod_namespace, rec.pod_name, rec.pod_uid,
+            dump_json(rec.plugged, f"attachment {rec.key!r} plugged"), rec.created_at or now, now)
+
+
+def _port_params(rec: PortRecord, now: float) -> tuple[Any, ...]:
+    """The values of ``_PORT_UPSERT`` (``updated_at`` = now)."""
+    fixed = [[str(s), str(a)] for s, a in rec.fixed_ips]
+    return (rec.port_id, rec.provider, rec.network_id, rec.state, rec.mac,
+            dump_json(fixed, f"port {rec.port_id!r} fixed_ips"), rec.pool_key, rec.attachment_key,
+            dump_json(rec.data, f"port {rec.port_id!r} data"), rec.created_at or now, now)
 
 
 def _attachment(row: tuple[Any, ...]) -> AttachmentRecord:
