@@ -1,6 +1,6 @@
 """``python -m bench.torture [--quick]``: the kill cycles (standalone and Neutron, with and
 without a pool), the 20-way rounds, the hostile corpus and fuzzers, the Neutron outage;
-writes bench/results/torture.{json,md}; exits 1 when anything was violated or failed."""
+writes bench/results/torture.{json,md} (torture-quick.* with --quick); exits 1 when anything was violated or failed."""
 
 from __future__ import annotations
 
@@ -36,9 +36,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--only", default="standalone,neutron,parallel,hostile,outage",
                     help="comma-separated subset of standalone,neutron,parallel,hostile,outage")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--stem", default="torture", help="results file stem (bench/results/<stem>.json)")
+    ap.add_argument("--stem", default=None,
+                    help="results file stem (bench/results/<stem>.json); torture, or torture-quick with --quick "
+                         "(a quick run never overwrites the full run's record)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (agent configs and logs)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.stem is None:
+        args.stem = "torture-quick" if args.quick else "torture"
+    return args
 
 
 def main(argv: list[str]) -> int:
