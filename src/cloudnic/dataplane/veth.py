@@ -4,7 +4,8 @@ Creation is one RTM_NEWLINK: the host end is made in the host netns (up, its MAC
 MTU, already enslaved when a master is given) and the peer directly in the sandbox netns
 with its final ifname, the port MAC and the MTU (``IFLA_NET_NS_FD`` on the peer). No
 temporary name, no move, no rename. Deleting the host end deletes the peer and every
-address, route and neighbour entry on either end, which makes undo and DEL one call.
+address, route and neighbour entry on either end, which makes undo and DEL one call; DEL
+returns once the pair is gone, without waiting for the kernel's clean-up (``unlink.py``).
 A taken name is found out from the create's EEXIST (no pre-check), then reported on the
 side where it exists. The sandbox side (lo up, addresses, link up, permanent neighbours,
 routes) is ONE send of several messages on one sandbox socket (``sandbox_requests``).
@@ -35,6 +36,7 @@ from cloudnic.dataplane.names import HOST_IFNAME_RE, derived_mac, host_ifname_fo
 from cloudnic.dataplane.netns import NetnsHandle, netns_socket
 from cloudnic.dataplane.spec import PlugSpec, prepare
 from cloudnic.dataplane.undo import Undo
+from cloudnic.dataplane.unlink import Unlinker
 from cloudnic.errors import CNIError, DataplaneError, InvalidConfig
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,10 @@ def remove_sandbox_link(sandbox_fd: int | None, att: Attachment, plugged: Plugge
         delete_if_ours(Kernel(sock, SANDBOX), ifname, kind, mac)
 
 
-def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "") -> bool:
-    """Delete ``ifname`` when it is a ``kind`` link (with ``mac``, if given); never someone else's."""
+def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "", unlinker: Unlinker | None = None) -> bool:
+    """Delete ``ifname`` when it is a ``kind`` link (with ``mac``, if given); never someone else's.
+    With ``unlinker`` (of ``kernel``'s netns) the call returns once the link is gone, not once the
+    kernel has cleaned up after it (``unlink.py``)."""
     link = kernel.link(ifname)
     if link is None:
         return False
@@ -143,6 +147,8 @@ def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "") -> boo
         log.warning("not deleting %s %s: it is a %s link with MAC %s, not ours", ifname, kernel.where,
                     link.kind or "plain", link.mac)
         return False
+    if unlinker is not None:
+        return unlinker.delete(kernel, link.index, ifname)
     return kernel.delete_link(link.index, ifname)
 
 
@@ -154,6 +160,7 @@ class VethDataplane(Dataplane):
         self._host = NetnsHandle(host_netns_fd)
         self.deferred_delete = deferred_delete
         self._graveyard = Graveyard(self._host)
+        self._unlinker = Unlinker(self._host, HOST)
 
     def reap_now(self) -> bool:
         """Delete the buried host ends now (agent start, tests); True when there were any."""
@@ -213,7 +220,7 @@ class VethDataplane(Dataplane):
             if link is not None and link.kind == "veth":
                 self._graveyard.bury(host, link)    # the reaper deletes it with its peer
                 return
-        elif delete_if_ours(host, host_ifname, "veth"):
+        elif delete_if_ours(host, host_ifname, "veth", unlinker=self._unlinker):
             return                      # the peer in the sandbox went with it
         remove_sandbox_link(sandbox_fd, att, plugged, "veth")
 
@@ -234,6 +241,7 @@ class VethDataplane(Dataplane):
                 if not link.master and HOST_IFNAME_RE.match(link.ifname)}
 
     def close(self) -> None:
+        self._unlinker.close()
         try:
             self._graveyard.close()
         except CNIError as e:

@@ -1,0 +1,113 @@
+"""Unlinker: a link delete returns once the pair is gone, not once the kernel has cleaned up.
+
+The kernel's clean-up after a veth delete (``netdev_run_todo``) is stood in for by a gate
+the deleter thread waits at after its real delete: the caller must come back while the
+deleter is still held there, with both ends of the pair gone from their netns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from cloudnic.dataplane.kernel import Kernel
+from cloudnic.dataplane.netns import NetnsHandle
+from cloudnic.dataplane.unlink import Unlinker
+from cloudnic.errors import DataplaneError
+from tests.functional.netns_util import Netns, link, link_names, netns, sh
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture
+def node() -> Iterator[Netns]:
+    with netns("unl-node") as n:
+        yield n
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Netns]:
+    with netns("unl-sb") as n:
+        yield n
+
+
+@pytest.fixture
+def handle(node: Netns) -> Iterator[NetnsHandle]:
+    h = NetnsHandle(node.fd)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def pair(node: Netns, sandbox: Netns, host: str = "cnu0") -> int:
+    sh("ip", "-n", node.name, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", sandbox.name)
+    info = link(node, host)
+    assert info is not None
+    return int(info["ifindex"])
+
+
+def kernel(handle: NetnsHandle) -> Kernel:
+    return Kernel(handle.socket(), "in the test node", handle.discard)
+
+
+def test_delete_returns_while_the_deleter_is_still_in_the_kernel(node: Netns, sandbox: Netns,
+                                                                 handle: NetnsHandle,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    index = pair(node, sandbox)
+    unlinker = Unlinker(handle, "in the test node")
+    released, finished = threading.Event(), threading.Event()
+    real = Unlinker._delete
+
+    def slow_cleanup(self: Unlinker, i: int, ifname: str) -> bool:
+        try:
+            real(self, i, ifname)
+            return released.wait(10)        # the kernel's clean-up, held until the test lets go
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(Unlinker, "_delete", slow_cleanup)
+    try:
+        assert unlinker.delete(kernel(handle), index, "cnu0") is True
+        returned_early = not finished.is_set()
+        assert link(node, "cnu0") is None and link_names(sandbox) == {"lo"}, "both ends are gone at return"
+    finally:
+        released.set()
+        unlinker.close()
+    assert returned_early, "delete() waited for the deleter instead of for the link to go"
+    assert finished.is_set(), "close() waits for the deletes in flight"
+
+
+def test_a_failed_delete_is_the_callers_error(node: Netns, sandbox: Netns, handle: NetnsHandle,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    index = pair(node, sandbox)
+
+    def refused(self: Unlinker, i: int, ifname: str) -> bool:
+        raise DataplaneError(f"deleting link {ifname} failed: Operation not permitted")
+
+    monkeypatch.setattr(Unlinker, "_delete", refused)
+    unlinker = Unlinker(handle, "in the test node")
+    try:
+        with pytest.raises(DataplaneError, match="deleting link cnu0 failed"):
+            unlinker.delete(kernel(handle), index, "cnu0")
+    finally:
+        unlinker.close()
+    assert link(node, "cnu0") is not None, "nothing was deleted"
+
+
+def test_a_real_delete_and_one_already_gone(node: Netns, sandbox: Netns, handle: NetnsHandle) -> None:
+    index = pair(node, sandbox)
+    unlinker = Unlinker(handle, "in the test node")
+    try:
+        assert unlinker.delete(kernel(handle), index, "cnu0") is True
+        assert link(node, "cnu0") is None and link_names(sandbox) == {"lo"}
+        unlinker.delete(kernel(handle), index, "cnu0")     # gone already: no error (True or False)
+        other = pair(node, sandbox, "cnu1")
+        assert unlinker.delete(kernel(handle), other, "cnu1") is True
+    finally:
+        unlinker.close()
+    assert link(node, "cnu1") is None
+    with pytest.raises(DataplaneError, match="closed"):
+        unlinker.delete(kernel(handle), index, "cnu0")
