@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.iperf import IperfResult
 from bench.latency import Samples, Throughput
+from bench.plugins import Plugin
 from bench.scale import ScaleResult
 from bench.stats import Summary, percentile, ratio
 
@@ -44,6 +45,17 @@ def rss(seq: Samples, ours: str, ref: str) -> dict[str, Any]:
         out[f"{prefix}plugin_rss_n"] = len(kb)
     floor = seq.rss_kb.get("time-floor", [])
     out["rss_bin_true_mb"] = round(percentile(floor, 50) / MB, 2) if floor else None
+    return out
+
+
+def cleanup(plugins: Mapping[str, Plugin], ours: str, deferred: str) -> dict[str, Any]:
+    """How long the kernel went on deleting after a cloudnic DEL had answered (the bench waits,
+    untimed, before the next call): per sequential DEL, and after each 10-way DEL round."""
+    out: dict[str, Any] = {}
+    for prefix, label in (("", ours), ("dd_", deferred)):
+        settled = plugins[label].settled_ms if label in plugins else {}
+        out[f"{prefix}del_kernel_cleanup_p50_ms"] = _p50(settled.get("DEL", []))
+    out["parallel_del_kernel_cleanup_ms"] = _p50(plugins[ours].settled_ms.get("DEL-parallel", []))
     return out
 
 

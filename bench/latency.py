@@ -135,11 +135,12 @@ def parallel_round(p: Plugin, sbs: Sequence[Sandbox], verb: str, width: int,
         r0 = _self_cpu()
         b0, j0 = machine_cpu()
         t0 = time.perf_counter()
-        results = list(pool.map(lambda sb: p.call(verb, sb), sbs))
+        results = list(pool.map(lambda sb: p.call(verb, sb, settle=False), sbs))
         dt = time.perf_counter() - t0
         b1, j1 = machine_cpu()
         r1 = _self_cpu()
         a1 = agent_cpu() if metered and agent_cpu else 0.0
+    p.settle_now(f"{verb}-parallel")            # untimed, before the next contestant's round
     ncpu = os.cpu_count() or 1
     busy = ncpu * (b1 - b0) / (j1 - j0) if j1 > j0 else 0.0
     if samples is not None:

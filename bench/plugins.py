@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,10 @@ class Plugin:
     conf: dict[str, Any]
     cni_path: str = REF_DIR
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # after each call, untimed: wait until the kernel's work that the call left running is done
+    # (cloudnic's link deletes); seconds waited, kept per verb in ``settled_ms``
+    settle: Callable[[], float] | None = None
+    settled_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def env(self, verb: str, sb: Sandbox, ifname: str = "eth0") -> dict[str, str]:
         return {
@@ -54,12 +59,22 @@ class Plugin:
             conf = dict(conf, prevResult=self.results[sb.container_id])
         return json.dumps(conf).encode()
 
-    def call(self, verb: str, sb: Sandbox) -> Exec:
-        return self._keep(verb, sb, run_plugin(self.exe, self.env(verb, sb), self.stdin(verb, sb)))
+    def call(self, verb: str, sb: Sandbox, settle: bool = True) -> Exec:
+        """One exec'd call; then (``settle``) the untimed wait for what it left in the kernel.
+        Calls in flight together pass settle=False and their caller settles once after them."""
+        ex = self._keep(verb, sb, run_plugin(self.exe, self.env(verb, sb), self.stdin(verb, sb)))
+        if settle:
+            self.settle_now(verb)
+        return ex
+
+    def settle_now(self, verb: str) -> None:
+        if self.settle is not None:
+            self.settled_ms.setdefault(verb, []).append(self.settle() * 1000.0)
 
     def call_rss(self, verb: str, sb: Sandbox) -> tuple[Exec, int]:
         """The call under GNU time (not timed): its peak RSS in kB."""
         ex, kb = peak_rss_kb(self.exe, self.env(verb, sb), self.stdin(verb, sb))
+        self.settle_now(verb)
         return self._keep(verb, sb, ex), kb
 
     def _keep(self, verb: str, sb: Sandbox, ex: Exec) -> Exec:

@@ -7,6 +7,7 @@ sandbox namespace removed, whatever failed.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -106,6 +107,9 @@ class Suite:
             C_BRIDGE_DD: cloudnic(C_BRIDGE_DD, str(SHIM), sock, "cnb-bridge-dd"),
             REF: reference_bridge(REF, "cnb-ref", REF_BRIDGE, REF_SUBNET, REF_GW, str(self.work / "host-local")),
         }
+        for label in (C_BRIDGE, C_ROUTED, C_MACVLAN):
+            self.plugins[label].settle = self.agent.settle
+        self.plugins[C_BRIDGE_DD].settle = functools.partial(self.agent.settle, graves=True)
 
     def teardown(self) -> None:
         if self.agent is not None:
@@ -153,6 +157,7 @@ class Suite:
         self.data.update(figures.sequential(seq, s.samples, C_BRIDGE, C_ROUTED, REF, deferred=C_BRIDGE_DD))
         self.data.update(seq.summary(EXEC_TRUE.label, "ADD").flat("exec_true"))
         self.data.update(figures.rss(seq, C_BRIDGE, REF))
+        self.data.update(figures.cleanup(self.plugins, C_BRIDGE, C_BRIDGE_DD))
         for (label, verb), errs in sorted(seq.errors.items()):
             self.notes.append(f"{len(errs)} failed {label} {verb} call(s), first: {errs[0]}")
         return self.data
