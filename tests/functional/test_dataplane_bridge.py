@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from cloudnic.dataplane import BridgeDataplane, NetnsSafeExecutor
 from cloudnic.dataplane import bridge as bridge_module
 from cloudnic.dataplane.base import Plugged
+from cloudnic.dataplane.bridge import BRIDGE_MAX_PORTS
 from cloudnic.dataplane.names import derived_mac
 from cloudnic.errors import DataplaneError, InvalidConfig
 from tests.functional.netns_util import (
@@ -172,3 +174,18 @@ def test_a_failed_plug_keeps_the_shared_bridge_and_its_pods(node: Netns, sandbox
     assert "10.77.0.1/24" in addresses(node, BRIDGE)
     dp.check(sandboxes[0].fd, good, plugged)
     assert ping(sandboxes[0], "10.77.0.1")
+
+
+def test_a_full_bridge_is_a_clear_error(node: Netns, sandboxes: list[Netns], dp: BridgeDataplane,
+                                       tmp_path: Path) -> None:
+    """The kernel takes at most 1023 ports on one bridge (EXFULL beyond)."""
+    dp.unplug(sandboxes[0].fd, attachment("bridge", 0), dp.plug(sandboxes[0].fd, attachment("bridge", 0)))
+    batch = tmp_path / "fill.ip"
+    batch.write_text("".join(f"link add cnf{i} master {BRIDGE} type veth peer name cnf{i}p\n"
+                             for i in range(BRIDGE_MAX_PORTS)))
+    sh("ip", "-n", node.name, "-b", str(batch))
+    assert len(ports(node)) == BRIDGE_MAX_PORTS
+    with pytest.raises(DataplaneError, match=f"bridge {BRIDGE} has 1023 ports, the kernel's limit"):
+        dp.plug(sandboxes[1].fd, attachment("bridge", 1))
+    assert link_names(sandboxes[1]) == {"lo"}, "nothing is left in the sandbox"
+    assert attachment("bridge", 1).host_ifname not in ports(node)

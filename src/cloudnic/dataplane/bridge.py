@@ -57,6 +57,7 @@ def gateway_interfaces(addresses: tuple[IPInterface, ...], gateways: tuple[ipadd
 
 
 STALE_MASTER = frozenset({errno.EINVAL, errno.ENODEV, errno.ENOENT, errno.EOPNOTSUPP})
+BRIDGE_MAX_PORTS = 1023       # BR_MAX_PORTS - 1 (port number 0 is reserved): EXFULL beyond
 
 
 class BridgeDataplane(VethDataplane):
@@ -150,6 +151,11 @@ class BridgeDataplane(VethDataplane):
                 peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index,
                                    reap=self._reap_peer)
             except DataplaneError as e:
+                if cause_errno(e) == errno.EXFULL:
+                    raise DataplaneError(f"bridge {self.bridge} has {BRIDGE_MAX_PORTS} ports, the kernel's limit "
+                                         "for one bridge: no more pods fit on this network on this node; put "
+                                         "further pods on another network (another bridge) or use the routed "
+                                         "mode", e.details) from e
                 if not cached or cause_errno(e) not in STALE_MASTER:
                     raise
                 # the cached bridge is gone (deleted behind our back): look it up again, once
