@@ -18,14 +18,12 @@ one it has not begun leaves the link where the caller's journal finds it.
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import threading
 
+from cloudnic.dataplane.executor import NetnsSafeExecutor
 from cloudnic.dataplane.kernel import Kernel
 from cloudnic.dataplane.netns import NetnsHandle
 from cloudnic.errors import DataplaneError
-
-log = logging.getLogger(__name__)
 
 POLL_S = 0.0003          # between lookups while the delete is in flight
 MAX_DELETERS = 64        # deletes in flight at once; more wait for a thread (back-pressure)
@@ -38,16 +36,16 @@ class Unlinker:
         self._handle = handle
         self._where = where
         self._lock = threading.Lock()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: NetnsSafeExecutor | None = None     # its threads enter the netns to open their socket
         self._closed = False
 
-    def _deleter(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _submit(self, index: int, ifname: str) -> concurrent.futures.Future[bool]:
         with self._lock:
             if self._closed:
                 raise DataplaneError("the dataplane is closed; the agent is shutting down")
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(MAX_DELETERS, thread_name_prefix="cloudnic-unlink")
-            return self._pool
+                self._pool = NetnsSafeExecutor(MAX_DELETERS, thread_name_prefix="cloudnic-unlink")
+            return self._pool.submit(self._delete, index, ifname)
 
     def _delete(self, index: int, ifname: str) -> bool:
         return Kernel(self._handle.socket(), self._where, self._handle.discard).delete_link(index, ifname)
@@ -56,7 +54,7 @@ class Unlinker:
         """Delete link ``index`` (named ``ifname``) of the netns ``kernel`` speaks to; returns once it
         is gone from the netns: True, or False when the delete answered first that it was gone
         already."""
-        done = self._deleter().submit(self._delete, index, ifname)
+        done = self._submit(index, ifname)
         while True:
             try:
                 return done.result(timeout=POLL_S)
