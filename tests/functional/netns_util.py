@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import netns as pr_netns
@@ -156,3 +157,10 @@ def add_veth(ns: Netns, a: str, b: str, mtu: int = 1500) -> None:
        "peer", "name", b, "mtu", str(mtu))
     sh("ip", "-n", ns.name, "link", "set", a, "up")
     sh("ip", "-n", ns.name, "link", "set", b, "up")
+
+
+def fill_bridge(ns: Netns, bridge: str, count: int, workdir: Path) -> None:
+    """``count`` veth pairs in ``ns`` whose first ends are ports of ``bridge`` (one ip -batch)."""
+    batch = workdir / f"fill-{bridge}.ip"
+    batch.write_text("".join(f"link add cnf{i} master {bridge} type veth peer name cnf{i}p\n" for i in range(count)))
+    sh("ip", "-n", ns.name, "-b", str(batch))

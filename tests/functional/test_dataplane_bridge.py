@@ -19,6 +19,7 @@ from tests.functional.netns_util import (
     addresses,
     close_netns,
     create_netns,
+    fill_bridge,
     link,
     link_names,
     netns,
@@ -180,10 +181,7 @@ def test_a_full_bridge_is_a_clear_error(node: Netns, sandboxes: list[Netns], dp:
                                        tmp_path: Path) -> None:
     """The kernel takes at most 1023 ports on one bridge (EXFULL beyond)."""
     dp.unplug(sandboxes[0].fd, attachment("bridge", 0), dp.plug(sandboxes[0].fd, attachment("bridge", 0)))
-    batch = tmp_path / "fill.ip"
-    batch.write_text("".join(f"link add cnf{i} master {BRIDGE} type veth peer name cnf{i}p\n"
-                             for i in range(BRIDGE_MAX_PORTS)))
-    sh("ip", "-n", node.name, "-b", str(batch))
+    fill_bridge(node, BRIDGE, BRIDGE_MAX_PORTS, tmp_path)
     assert len(ports(node)) == BRIDGE_MAX_PORTS
     with pytest.raises(DataplaneError, match=f"bridge {BRIDGE} has 1023 ports, the kernel's limit"):
         dp.plug(sandboxes[1].fd, attachment("bridge", 1))

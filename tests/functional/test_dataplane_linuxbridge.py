@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from cloudnic.dataplane import LinuxBridgeDataplane, NetnsSafeExecutor, bridge_name, make_dataplane, tap_name
 from cloudnic.dataplane import linuxbridge as linuxbridge_module
 from cloudnic.dataplane.base import Attachment, IPInterface, RouteSpec
+from cloudnic.dataplane.bridge import BRIDGE_MAX_PORTS
 from cloudnic.dataplane.names import derived_mac
 from cloudnic.errors import CheckFailed, DataplaneError, InvalidConfig
 from tests.functional.netns_util import (
@@ -24,6 +26,7 @@ from tests.functional.netns_util import (
     all_addresses,
     close_netns,
     create_netns,
+    fill_bridge,
     is_up,
     link,
     link_kind,
@@ -249,3 +252,14 @@ def test_an_empty_brq_with_a_plug_in_flight_is_not_removed(node: Netns, sandboxe
     assert removed is False, "brq… was removed under a plug that had just found it"
     assert bridge_ports(node, BRQ) == {plugged.host_ifname}
     assert dp.remove_bridge_if_empty(NET) is False
+
+
+def test_a_full_brq_is_a_clear_error(node: Netns, sandboxes: list[Netns], dp: LinuxBridgeDataplane,
+                                     tmp_path: Path) -> None:
+    first = attachment(3)
+    dp.unplug(sandboxes[0].fd, first, dp.plug(sandboxes[0].fd, first))        # brq… exists, empty
+    fill_bridge(node, BRQ, BRIDGE_MAX_PORTS, tmp_path)
+    with pytest.raises(DataplaneError, match=f"bridge {BRQ} has 1023 ports, the kernel's limit"):
+        dp.plug(sandboxes[1].fd, attachment(4))
+    assert link_names(sandboxes[1]) == {"lo"}, "nothing is left in the sandbox"
+    assert link(node, tap_name(port_id(4))) is None

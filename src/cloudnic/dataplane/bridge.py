@@ -60,6 +60,15 @@ STALE_MASTER = frozenset({errno.EINVAL, errno.ENODEV, errno.ENOENT, errno.EOPNOT
 BRIDGE_MAX_PORTS = 1023       # BR_MAX_PORTS - 1 (port number 0 is reserved): EXFULL beyond
 
 
+def bridge_full(bridge: str, e: DataplaneError) -> DataplaneError | None:
+    """The kernel's EXFULL for one port too many, as an error that says what it means."""
+    if cause_errno(e) != errno.EXFULL:
+        return None
+    return DataplaneError(f"bridge {bridge} has {BRIDGE_MAX_PORTS} ports, the kernel's limit for one bridge: "
+                          "no more pods fit on this network on this node; put further pods on another network "
+                          "(another bridge) or use the routed mode", e.details)
+
+
 class BridgeDataplane(VethDataplane):
     mode = "bridge"
 
@@ -151,11 +160,9 @@ class BridgeDataplane(VethDataplane):
                 peer = create_veth(host, sb, sandbox_fd, spec, host_mac=host_mac, master=index,
                                    reap=self._reap_peer)
             except DataplaneError as e:
-                if cause_errno(e) == errno.EXFULL:
-                    raise DataplaneError(f"bridge {self.bridge} has {BRIDGE_MAX_PORTS} ports, the kernel's limit "
-                                         "for one bridge: no more pods fit on this network on this node; put "
-                                         "further pods on another network (another bridge) or use the routed "
-                                         "mode", e.details) from e
+                full = bridge_full(self.bridge, e)
+                if full is not None:
+                    raise full from e
                 if not cached or cause_errno(e) not in STALE_MASTER:
                     raise
                 # the cached bridge is gone (deleted behind our back): look it up again, once

@@ -41,6 +41,7 @@ from dataclasses import replace
 from cloudnic import crash
 from cloudnic.dataplane import parking, tc
 from cloudnic.dataplane.base import Attachment, ParkingDataplane, Plugged, RouteSpec
+from cloudnic.dataplane.bridge import bridge_full
 from cloudnic.dataplane.check import link_problems
 from cloudnic.dataplane.kernel import Kernel, LinkChange, LinkInfo, LinkSpec, cause_errno
 from cloudnic.dataplane.links import Bridge
@@ -220,8 +221,14 @@ class LinuxBridgeDataplane(VethDataplane, ParkingDataplane):
 
             def run() -> Plugged:
                 with self._master(host, att, spec.mtu, undo) as master:
-                    peer_index = create_veth(host, sb, sandbox_fd, spec, master=master, reap=self._reap_peer,
-                                             host_mac=self.host_mac_for(spec.host_ifname))
+                    try:
+                        peer_index = create_veth(host, sb, sandbox_fd, spec, master=master, reap=self._reap_peer,
+                                                 host_mac=self.host_mac_for(spec.host_ifname))
+                    except DataplaneError as e:
+                        full = bridge_full(bridge_name(att.network_id), e)
+                        if full is not None:
+                            raise full from e
+                        raise
                 undo.add(f"delete {spec.host_ifname}", lambda: delete_if_ours(host, spec.host_ifname, "veth"))
                 crash.point("plug:veth-created")
                 routes = sandbox_routes(spec)
