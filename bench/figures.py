@@ -132,6 +132,10 @@ def scale_routed(res: ScaleResult, levels: Sequence[int], label: str) -> dict[st
             out.update(res.probes.summary(label, f"{verb}@{level}").flat(f"routed_{verb.lower()}_at_{level}"))
     out["routed_add_p50_at_1000_over_10"] = ratio(out.get(f"routed_add_at_{hi}_p50_ms"),
                                                   out.get(f"routed_add_at_{lo}_p50_ms"))
+    for level in levels:
+        out.update(res.probes.summary("kernel", f"ADD@{level}").flat(f"floor_routed_add_at_{level}"))
+    out["floor_routed_add_p50_at_1000_over_10"] = ratio(out.get(f"floor_routed_add_at_{hi}_p50_ms"),
+                                                        out.get(f"floor_routed_add_at_{lo}_p50_ms"))
     out["routed_scale_errors"] = res.probes.error_count() + res.ramp.error_count()
     return out
 

@@ -178,3 +178,35 @@ def probe(bridge: str, sb_path: str, i: int) -> tuple[float, float]:
     finally:
         host.close()
         _close(fd)
+
+
+ROUTED_GW = "169.254.1.1"
+
+
+def probe_routed(sb_path: str, i: int) -> tuple[float, float]:
+    """One bare routed plug (raw netlink, IPv4) and its delete: (add ms, del ms). What cloudnic's
+    routed mode asks the kernel for: the pair with the peer straight into the sandbox; on the host
+    end the gateway /32, a /32 route and a permanent neighbour for the pod; in the sandbox lo up,
+    the pod's /32, the link up, a permanent neighbour for the gateway and a default route on-link."""
+    fd = _open(sb_path)
+    host = Netlink()
+    host_mac, pod_mac = f"02:00:00:06:{i >> 8 & 255:02x}:{i & 255:02x}", f"02:00:00:07:{i >> 8 & 255:02x}:{i & 255:02x}"
+    pod_ip = f"10.254.{(i + 2) >> 8 & 255}.{(i + 2) & 255}"
+    try:
+        t0 = time.perf_counter()
+        host.veth(f"cnbr{i}", host_mac, 1500, 0, "eth7", pod_mac, fd)
+        nl = Netlink(fd)
+        idx = nl.link_index("eth7")
+        nl.request(nl.up(1), nl.addr(idx, f"{pod_ip}/32"), nl.up(idx), nl.neigh(idx, ROUTED_GW, host_mac),
+                   nl.default_route(ROUTED_GW, idx, onlink=True))
+        nl.close()
+        hidx = host.link_index(f"cnbr{i}")
+        host.request(host.addr(hidx, f"{ROUTED_GW}/32"), host.host_route(pod_ip, hidx),
+                     host.neigh(hidx, pod_ip, pod_mac))
+        t1 = time.perf_counter()
+        host.delete(f"cnbr{i}")
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
+    finally:
+        host.close()
+        _close(fd)

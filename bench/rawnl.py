@@ -1,4 +1,4 @@
-"""Just enough raw rtnetlink to plug a bridge-mode pod: the floor a Python agent can reach.
+"""Just enough raw rtnetlink to plug a bridge-mode or routed pod: the floor a Python agent can reach.
 
 Measurement only (bench/floor.py): it shows what the same kernel requests cost without
 pyroute2's per-request machinery, and batches the sandbox side into one ``send``
@@ -12,13 +12,15 @@ import os
 import socket
 import struct
 
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 16, 17, 18, 20, 24, 28
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTNH_F_ONLINK = 0, 253, 4
+NDA_DST, NDA_LLADDR, NUD_PERMANENT = 1, 2, 0x80
 IFF_UP = 1
 NLA_F_NESTED = 0x8000
 _hdr = struct.Struct("=IHHII")
@@ -110,10 +112,23 @@ class Netlink:
             attr(IFA_LOCAL, ip.ip.packed) + attr(IFA_ADDRESS, ip.ip.packed)
         return self.msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def default_route(self, gw: str, oif: int) -> bytes:
-        body = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 3, 0, 1, 0) + \
+    def default_route(self, gw: str, oif: int, onlink: bool = False) -> bytes:
+        body = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 3, RT_SCOPE_UNIVERSE, 1,
+                           RTNH_F_ONLINK if onlink else 0) + \
             attr(RTA_GATEWAY, ipaddress.IPv4Address(gw).packed) + u32(RTA_OIF, oif)
         return self.msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def host_route(self, dst: str, oif: int) -> bytes:
+        """``dst``/32 on-link through ``oif`` (routed mode's route to a pod)."""
+        body = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 254, 3, RT_SCOPE_LINK, 1, 0) + \
+            attr(RTA_DST, ipaddress.IPv4Address(dst).packed) + u32(RTA_OIF, oif)
+        return self.msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def neigh(self, index: int, ip: str, lladdr: str) -> bytes:
+        """A permanent IPv4 neighbour entry."""
+        body = struct.pack("=BxxxiHBB", socket.AF_INET, index, NUD_PERMANENT, 0, 0) + \
+            attr(NDA_DST, ipaddress.IPv4Address(ip).packed) + attr(NDA_LLADDR, bytes.fromhex(lladdr.replace(":", "")))
+        return self.msg(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def delete(self, name: str) -> None:
         self.request(self.msg(RTM_DELLINK, 0, _ifi.pack(0, 0, 0, 0, 0) + ifname(name)))

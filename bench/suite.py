@@ -199,8 +199,11 @@ class Suite:
             rbg, rprobes = {C_ROUTED: routed[:top]}, {C_ROUTED: routed[top:top + s.scale_probes]}
             rdown = Samples()
             try:
+                # the bridge population is gone: its sandboxes host the bare routed plug next to ours
+                kfree = self.sandboxes[C_BRIDGE]
                 rres = run_scale([self.plugins[C_ROUTED]], rbg, rprobes, s.scale_levels, (), agent.rss_mb,
-                                 bucket=max(10, top // 10))
+                                 bucket=max(10, top // 10),
+                                 kernel_probe=lambda i: floor.probe_routed(kfree[i % len(kfree)].netns_path, i))
             finally:
                 teardown([self.plugins[C_ROUTED]], rbg, top, rdown)
             self.data.update(figures.scale_routed(rres, s.scale_levels, C_ROUTED))
