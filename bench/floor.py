@@ -21,7 +21,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -158,26 +158,41 @@ def measure(sbs: Sequence[str]) -> dict[str, Any]:
         netns.sh("ip", "link", "del", BRIDGE, check=False)
 
 
-def probe(bridge: str, sb_path: str, i: int) -> tuple[float, float]:
-    """One bare bridge-mode plug (raw netlink) into ``bridge`` and its delete: (add ms, del ms)."""
+def _mac(kind: int, i: int) -> str:
+    return f"02:00:00:{kind:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+
+
+def _ip(net: str, i: int) -> str:
+    return f"{net}.{(i + 2) >> 8 & 255}.{(i + 2) & 255}"
+
+
+def _timed(sb_path: str, host_end: str, plug: Callable[[Netlink, int], None]) -> tuple[float, float]:
+    """``plug(host socket, sandbox fd)`` timed, then the delete of ``host_end``: (add ms, del ms)."""
     fd = _open(sb_path)
     host = Netlink()
     try:
         t0 = time.perf_counter()
-        nl = Netlink(fd)
-        host.veth(f"cnbk{i}", f"02:00:00:04:{i >> 8 & 255:02x}:{i & 255:02x}", 1500, host.link_index(bridge),
-                  "eth7", f"02:00:00:05:{i >> 8 & 255:02x}:{i & 255:02x}", fd)
-        idx = nl.link_index("eth7")
-        nl.request(nl.up(1), nl.addr(idx, f"10.253.{(i + 2) >> 8 & 255}.{(i + 2) & 255}/16"), nl.up(idx),
-                   nl.default_route("10.253.255.254", idx))
-        nl.close()
+        plug(host, fd)
         t1 = time.perf_counter()
-        host.delete(f"cnbk{i}")
+        host.delete(host_end)
         t2 = time.perf_counter()
         return (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
     finally:
         host.close()
         _close(fd)
+
+
+def probe(bridge: str, sb_path: str, i: int) -> tuple[float, float]:
+    """One bare bridge-mode plug (raw netlink) into ``bridge`` and its delete: (add ms, del ms)."""
+    def plug(host: Netlink, fd: int) -> None:
+        nl = Netlink(fd)
+        host.veth(f"cnbk{i}", _mac(4, i), 1500, host.link_index(bridge), "eth7", _mac(5, i), fd)
+        idx = nl.link_index("eth7")
+        nl.request(nl.up(1), nl.addr(idx, f"{_ip('10.253', i)}/16"), nl.up(idx),
+                   nl.default_route("10.253.255.254", idx))
+        nl.close()
+
+    return _timed(sb_path, f"cnbk{i}", plug)
 
 
 ROUTED_GW = "169.254.1.1"
@@ -188,12 +203,9 @@ def probe_routed(sb_path: str, i: int) -> tuple[float, float]:
     routed mode asks the kernel for: the pair with the peer straight into the sandbox; on the host
     end the gateway /32, a /32 route and a permanent neighbour for the pod; in the sandbox lo up,
     the pod's /32, the link up, a permanent neighbour for the gateway and a default route on-link."""
-    fd = _open(sb_path)
-    host = Netlink()
-    host_mac, pod_mac = f"02:00:00:06:{i >> 8 & 255:02x}:{i & 255:02x}", f"02:00:00:07:{i >> 8 & 255:02x}:{i & 255:02x}"
-    pod_ip = f"10.254.{(i + 2) >> 8 & 255}.{(i + 2) & 255}"
-    try:
-        t0 = time.perf_counter()
+    host_mac, pod_mac, pod_ip = _mac(6, i), _mac(7, i), _ip("10.254", i)
+
+    def plug(host: Netlink, fd: int) -> None:
         host.veth(f"cnbr{i}", host_mac, 1500, 0, "eth7", pod_mac, fd)
         nl = Netlink(fd)
         idx = nl.link_index("eth7")
@@ -203,10 +215,5 @@ def probe_routed(sb_path: str, i: int) -> tuple[float, float]:
         hidx = host.link_index(f"cnbr{i}")
         host.request(host.addr(hidx, f"{ROUTED_GW}/32"), host.host_route(pod_ip, hidx),
                      host.neigh(hidx, pod_ip, pod_mac))
-        t1 = time.perf_counter()
-        host.delete(f"cnbr{i}")
-        t2 = time.perf_counter()
-        return (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
-    finally:
-        host.close()
-        _close(fd)
+
+    return _timed(sb_path, f"cnbr{i}", plug)
