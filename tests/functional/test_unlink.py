@@ -7,13 +7,14 @@ deleter is still held there, with both ends of the pair gone from their netns.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from cloudnic.dataplane.kernel import Kernel
-from cloudnic.dataplane.netns import NetnsHandle
+from cloudnic.dataplane.netns import NetnsHandle, netns_socket
 from cloudnic.dataplane.unlink import Unlinker
 from cloudnic.errors import DataplaneError
 from tests.functional.netns_util import Netns, link, link_names, netns, sh
@@ -61,9 +62,9 @@ def test_delete_returns_while_the_deleter_is_still_in_the_kernel(node: Netns, sa
     released, finished = threading.Event(), threading.Event()
     real = Unlinker._delete
 
-    def slow_cleanup(self: Unlinker, i: int, ifname: str) -> bool:
+    def slow_cleanup(self: Unlinker, *args: object) -> bool:
         try:
-            real(self, i, ifname)
+            real(self, *args)
             return released.wait(10)        # the kernel's clean-up, held until the test lets go
         finally:
             finished.set()
@@ -84,7 +85,7 @@ def test_a_failed_delete_is_the_callers_error(node: Netns, sandbox: Netns, handl
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     index = pair(node, sandbox)
 
-    def refused(self: Unlinker, i: int, ifname: str) -> bool:
+    def refused(self: Unlinker, i: int, ifname: str, *rest: object) -> bool:
         raise DataplaneError(f"deleting link {ifname} failed: Operation not permitted")
 
     monkeypatch.setattr(Unlinker, "_delete", refused)
@@ -111,3 +112,34 @@ def test_a_real_delete_and_one_already_gone(node: Netns, sandbox: Netns, handle:
     assert link(node, "cnu1") is None
     with pytest.raises(DataplaneError, match="closed"):
         unlinker.delete(kernel(handle), index, "cnu0")
+
+
+def test_a_delete_in_another_netns_gets_its_own_socket(node: Netns, sandbox: Netns, handle: NetnsHandle,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox's link (a macvlan child, say): the deleter's socket is opened by the caller while
+    the sandbox's descriptor is valid, and the caller again comes back before the deleter does."""
+    sh("ip", "-n", sandbox.name, "link", "add", "cnu2", "type", "veth", "peer", "name", "cnu3")
+    info = link(sandbox, "cnu2")
+    assert info is not None
+    unlinker = Unlinker(handle, "in the test node")
+    released, finished = threading.Event(), threading.Event()
+    real = Unlinker._delete
+
+    def slow_cleanup(self: Unlinker, *args: object) -> bool:
+        try:
+            real(self, *args)
+            return released.wait(10)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(Unlinker, "_delete", slow_cleanup)
+    with contextlib.closing(netns_socket(sandbox.fd)) as sock:
+        try:
+            assert unlinker.delete(Kernel(sock, "in the test sandbox"), int(info["ifindex"]), "cnu2",
+                                   netns_fd=sandbox.fd) is True
+            returned_early = not finished.is_set()
+            assert link_names(sandbox) == {"lo"} and link(node, "cnu2") is None
+        finally:
+            released.set()
+            unlinker.close()
+    assert returned_early, "delete() waited for the deleter instead of for the link to go"

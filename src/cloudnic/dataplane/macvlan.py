@@ -33,6 +33,7 @@ from cloudnic.dataplane.names import derived_mac, require_ifname, shim_ifname_fo
 from cloudnic.dataplane.netns import NetnsHandle, netns_socket
 from cloudnic.dataplane.spec import PlugSpec, prepare, subnet_routes
 from cloudnic.dataplane.undo import Undo
+from cloudnic.dataplane.unlink import Unlinker
 from cloudnic.dataplane.veth import (
     HOST,
     SANDBOX,
@@ -62,6 +63,7 @@ class MacvlanDataplane(Dataplane):
         self.shim_mac = derived_mac("shim:" + parent)
         self._lock = threading.Lock()
         self._host = NetnsHandle(host_netns_fd)
+        self._unlinker = Unlinker(self._host, HOST)      # DEL deletes the child in the sandbox through it
 
     def host_kernel(self) -> Kernel:
         return Kernel(self._host.socket(), HOST, self._host.discard)
@@ -150,7 +152,7 @@ class MacvlanDataplane(Dataplane):
 
     def unplug(self, sandbox_fd: int | None, att: Attachment, plugged: Plugged | None) -> None:
         """Delete the child in the sandbox; with the netns gone it is gone too (nothing on the host)."""
-        remove_sandbox_link(sandbox_fd, att, plugged, "macvlan")
+        remove_sandbox_link(sandbox_fd, att, plugged, "macvlan", self._unlinker)
 
     def check(self, sandbox_fd: int, att: Attachment, plugged: Plugged) -> None:
         with contextlib.closing(netns_socket(sandbox_fd)) as sock:
@@ -170,4 +172,5 @@ class MacvlanDataplane(Dataplane):
         return set()
 
     def close(self) -> None:
+        self._unlinker.close()
         self._host.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -122,24 +123,28 @@ def configure_sandbox(sb: Kernel, spec: PlugSpec, addresses: Iterable[IPInterfac
     return index
 
 
-def remove_sandbox_link(sandbox_fd: int | None, att: Attachment, plugged: Plugged | None, kind: str) -> None:
+def remove_sandbox_link(sandbox_fd: int | None, att: Attachment, plugged: Plugged | None, kind: str,
+                        unlinker: Unlinker | None = None) -> None:
     """Delete the pod's link (of ``kind``) in the sandbox; nothing to do when the netns is gone.
 
     With a record the link under our ifname is ours; without one (DEL after a failed ADD)
-    its MAC must be the port's too, so a foreign link of the same name is spared.
+    its MAC must be the port's too, so a foreign link of the same name is spared. With
+    ``unlinker`` the call returns once the link is gone (``unlink.py``).
     """
     if sandbox_fd is None:
         return
     mac = "" if plugged else att.mac
     ifname = plugged.sandbox_ifname if plugged else att.ifname
+    delete = functools.partial(unlinker.delete, netns_fd=sandbox_fd) if unlinker is not None else None
     with contextlib.closing(netns_socket(sandbox_fd)) as sock:
-        delete_if_ours(Kernel(sock, SANDBOX), ifname, kind, mac)
+        delete_if_ours(Kernel(sock, SANDBOX), ifname, kind, mac, delete=delete)
 
 
-def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "", unlinker: Unlinker | None = None) -> bool:
+def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "",
+                   delete: Callable[[Kernel, int, str], bool] | None = None) -> bool:
     """Delete ``ifname`` when it is a ``kind`` link (with ``mac``, if given); never someone else's.
-    With ``unlinker`` (of ``kernel``'s netns) the call returns once the link is gone, not once the
-    kernel has cleaned up after it (``unlink.py``)."""
+    ``delete(kernel, index, ifname)`` does the delete instead of ``kernel`` (an ``Unlinker``'s: the
+    call returns once the link is gone, not once the kernel has cleaned up after it)."""
     link = kernel.link(ifname)
     if link is None:
         return False
@@ -147,8 +152,8 @@ def delete_if_ours(kernel: Kernel, ifname: str, kind: str, mac: str = "", unlink
         log.warning("not deleting %s %s: it is a %s link with MAC %s, not ours", ifname, kernel.where,
                     link.kind or "plain", link.mac)
         return False
-    if unlinker is not None:
-        return unlinker.delete(kernel, link.index, ifname)
+    if delete is not None:
+        return delete(kernel, link.index, ifname)
     return kernel.delete_link(link.index, ifname)
 
 
@@ -220,9 +225,9 @@ class VethDataplane(Dataplane):
             if link is not None and link.kind == "veth":
                 self._graveyard.bury(host, link)    # the reaper deletes it with its peer
                 return
-        elif delete_if_ours(host, host_ifname, "veth", unlinker=self._unlinker):
+        elif delete_if_ours(host, host_ifname, "veth", delete=self._unlinker.delete):
             return                      # the peer in the sandbox went with it
-        remove_sandbox_link(sandbox_fd, att, plugged, "veth")
+        remove_sandbox_link(sandbox_fd, att, plugged, "veth", self._unlinker)
 
     def check(self, sandbox_fd: int, att: Attachment, plugged: Plugged) -> None:
         with contextlib.closing(netns_socket(sandbox_fd)) as sock:
