@@ -2,10 +2,10 @@
 
 ``RTM_DELLINK`` of a veth returns only after ``netdev_run_todo``: an ``rcu_barrier`` and
 the wait for the device's last references, 11-35 ms of wall time with no CPU and with the
-rtnl lock already released. The link (a veth: the pair) is gone from its netns before that wait starts (unlisted,
-down, its addresses, routes and neighbours flushed, its names free; out of its bridge by
-the time the rtnl lock is free for anyone's next change): what is left is the kernel
-freeing memory. A macvlan child's delete waits the same way.
+rtnl lock already released. The link (a veth: the pair) is gone from its netns before
+that wait starts (unlisted, down, its addresses, routes and neighbours flushed, its names
+free; out of its bridge by the time the rtnl lock is free for anyone's next change): what
+is left is the kernel freeing memory. A macvlan child's delete waits the same way.
 
 :class:`Unlinker` sends the delete from one of its own threads and returns to the caller
 as soon as a lookup by ifindex on the caller's socket no longer finds the link (~0.6 ms),
@@ -43,7 +43,8 @@ class Unlinker:
         self._pool: NetnsSafeExecutor | None = None     # its threads enter the netns to open their socket
         self._closed = False
 
-    def _submit(self, index: int, ifname: str, sock: RtnlSocket | None, where: str) -> concurrent.futures.Future[bool]:
+    def _submit(self, index: int, ifname: str, sock: RtnlSocket | None,
+                where: str) -> concurrent.futures.Future[bool]:
         with self._lock:
             if self._closed:
                 raise DataplaneError("the dataplane is closed; the agent is shutting down")
