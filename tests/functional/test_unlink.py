@@ -43,6 +43,36 @@ def handle(node: Netns) -> Iterator[NetnsHandle]:
         h.close()
 
 
+class HeldCleanup:
+    """Stands in for ``Unlinker._delete``: the real delete, then a wait standing for the kernel's
+    clean-up, held until ``released`` is set; ``finished`` once the deleter is done."""
+
+    def __init__(self) -> None:
+        self.released, self.finished = threading.Event(), threading.Event()
+        self._real = Unlinker._delete
+
+    def run(self, unlinker: Unlinker, *args: object) -> bool:
+        try:
+            self._real(unlinker, *args)
+            return self.released.wait(10)
+        finally:
+            self.finished.set()
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldCleanup]:
+    gate = HeldCleanup()
+
+    def held_delete(unlinker: Unlinker, *args: object) -> bool:     # a function: bound as the method
+        return gate.run(unlinker, *args)
+
+    monkeypatch.setattr(Unlinker, "_delete", held_delete)
+    try:
+        yield gate
+    finally:
+        gate.released.set()
+
+
 def pair(node: Netns, sandbox: Netns, host: str = "cnu0") -> int:
     sh("ip", "-n", node.name, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", sandbox.name)
     info = link(node, host)
@@ -55,30 +85,18 @@ def kernel(handle: NetnsHandle) -> Kernel:
 
 
 def test_delete_returns_while_the_deleter_is_still_in_the_kernel(node: Netns, sandbox: Netns,
-                                                                 handle: NetnsHandle,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                 handle: NetnsHandle, held: HeldCleanup) -> None:
     index = pair(node, sandbox)
     unlinker = Unlinker(handle, "in the test node")
-    released, finished = threading.Event(), threading.Event()
-    real = Unlinker._delete
-
-    def slow_cleanup(self: Unlinker, *args: object) -> bool:
-        try:
-            real(self, *args)
-            return released.wait(10)        # the kernel's clean-up, held until the test lets go
-        finally:
-            finished.set()
-
-    monkeypatch.setattr(Unlinker, "_delete", slow_cleanup)
     try:
         assert unlinker.delete(kernel(handle), index, "cnu0") is True
-        returned_early = not finished.is_set()
+        returned_early = not held.finished.is_set()
         assert link(node, "cnu0") is None and link_names(sandbox) == {"lo"}, "both ends are gone at return"
     finally:
-        released.set()
+        held.released.set()
         unlinker.close()
     assert returned_early, "delete() waited for the deleter instead of for the link to go"
-    assert finished.is_set(), "close() waits for the deletes in flight"
+    assert held.finished.is_set(), "close() waits for the deletes in flight"
 
 
 def test_a_failed_delete_is_the_callers_error(node: Netns, sandbox: Netns, handle: NetnsHandle,
@@ -115,31 +133,20 @@ def test_a_real_delete_and_one_already_gone(node: Netns, sandbox: Netns, handle:
 
 
 def test_a_delete_in_another_netns_gets_its_own_socket(node: Netns, sandbox: Netns, handle: NetnsHandle,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       held: HeldCleanup) -> None:
     """A sandbox's link (a macvlan child, say): the deleter's socket is opened by the caller while
     the sandbox's descriptor is valid, and the caller again comes back before the deleter does."""
     sh("ip", "-n", sandbox.name, "link", "add", "cnu2", "type", "veth", "peer", "name", "cnu3")
     info = link(sandbox, "cnu2")
     assert info is not None
     unlinker = Unlinker(handle, "in the test node")
-    released, finished = threading.Event(), threading.Event()
-    real = Unlinker._delete
-
-    def slow_cleanup(self: Unlinker, *args: object) -> bool:
-        try:
-            real(self, *args)
-            return released.wait(10)
-        finally:
-            finished.set()
-
-    monkeypatch.setattr(Unlinker, "_delete", slow_cleanup)
     with contextlib.closing(netns_socket(sandbox.fd)) as sock:
         try:
             assert unlinker.delete(Kernel(sock, "in the test sandbox"), int(info["ifindex"]), "cnu2",
                                    netns_fd=sandbox.fd) is True
-            returned_early = not finished.is_set()
+            returned_early = not held.finished.is_set()
             assert link_names(sandbox) == {"lo"} and link(node, "cnu2") is None
         finally:
-            released.set()
+            held.released.set()
             unlinker.close()
     assert returned_early, "delete() waited for the deleter instead of for the link to go"
